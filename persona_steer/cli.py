@@ -1,0 +1,66 @@
+"""`persona-steer`: one command line for every operation.
+
+Each area registers its own subcommands (small modules, one job each):
+  persona_steer.cli_core   config show|set, import, build-test-model
+  extraction.cli           init, extract-axes, create, trait, info
+  server.cli               serve
+  clients.cli              list, load, unload, delete, clear-personas, generate, chat, status
+  extraction.toy_cli       toy train|eval
+Errors print one line (`error: ...`) and exit 2; no tracebacks for bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = ["persona_steer.cli_core", "extraction.cli", "server.cli", "clients.cli",
+                   "extraction.toy_cli"]
+
+
+class CLIError(Exception):
+    """A user-facing one-line error."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="persona-steer",
+        description="Steer a Qwen3 model's personality per request inside vLLM.")
+    parser.add_argument("--config", help="config file (default: ./config.yaml or $PERSONA_STEER_CONFIG)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value for this run, e.g. --set server.port=9000")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for mod_name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as err:
+            if err.name and mod_name.startswith(err.name):
+                continue  # that area is not built yet
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from persona_steer.config import ConfigError
+    from persona_steer.steering_spec import SteeringSpecError
+    from persona_steer.store import VectorNotFound
+    from persona_steer.vector_format import VectorFormatError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc = args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, ConfigError, VectorFormatError, SteeringSpecError, VectorNotFound,
+            FileNotFoundError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""The one configuration loader: config.yaml -> env overrides -> CLI overrides -> typed Settings.
+
+Every part of the project (plugin, extraction, server, CLI) reads settings through `load_config`.
+Env overrides use `PERSONA_STEER_<SECTION>__<KEY>` (e.g. `PERSONA_STEER_SERVER__PORT=9000`);
+CLI overrides are dotted `key=value` pairs (e.g. `server.port=9000`).
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "PERSONA_STEER_"
+CONFIG_ENV = "PERSONA_STEER_CONFIG"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config.yaml"
+
+LayerSpec = Union[Literal["all"], list[int]]
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSettings(_Section):
+    name: str = Field("builtin:toy-persona", description="HF id, local path, or builtin:<name>")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    max_model_len: int = Field(2048, ge=16)
+    quantization: Literal["4bit", "8bit", "none"] = "none"
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    enforce_eager: bool = False
+    kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU")
+    max_num_seqs: int = Field(64, ge=1, le=1024)
+
+
+class ExtractionSettings(_Section):
+    target_layers: LayerSpec = "all"
+    max_new_tokens: int = Field(64, ge=1)
+    temperature: float = Field(0.7, ge=0)
+    batch_size: int = Field(8, ge=1)
+    num_questions: int = Field(40, ge=1)
+    position: Literal["response_mean", "last_prompt"] = "response_mean"
+    use_vllm: Literal["auto", "yes", "no"] = "auto"
+    quality_filter: bool = False
+    quality_threshold: int = Field(50, ge=0, le=100)
+    seed: int = 0
+
+
+class SafetySettings(_Section):
+    layers: LayerSpec = "all"
+    percentile: float = Field(25.0, ge=0, le=100,
+                              description="cap threshold: this percentile of assistant projections")
+    default: bool = False
+
+
+class SteeringSettings(_Section):
+    layers: LayerSpec = "all"
+    default_strength: float = 1.0
+    steering_scale: float = 1.0
+    max_weight: float = Field(10.0, gt=0, description="|weight| bound for any vector in a request")
+    safety: SafetySettings = SafetySettings()
+
+    @field_validator("default_strength", "steering_scale")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if v != v or v in (float("inf"), float("-inf")):
+            raise ValueError("must be a finite number")
+        return v
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: Optional[str] = None
+    cors_origins: list[str] = ["*"]
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    url: str = Field("", description="where CLI commands find a running server; empty: host:port")
+
+
+class PathSettings(_Section):
+    datasets: str = "datasets"
+    vectors: str = "vectors"
+    cache: str = ".cache"
+    jobs: str = "jobs"
+
+
+class Settings(_Section):
+    model: ModelSettings = ModelSettings()
+    extraction: ExtractionSettings = ExtractionSettings()
+    steering: SteeringSettings = SteeringSettings()
+    server: ServerSettings = ServerSettings()
+    paths: PathSettings = PathSettings()
+
+    # Where relative paths are resolved from (the config file's folder); not a YAML key.
+    _base_dir: Path = PROJECT_ROOT
+
+    def path(self, which: str) -> Path:
+        p = Path(getattr(self.paths, which))
+        return p if p.is_absolute() else (self._base_dir / p)
+
+    @property
+    def server_url(self) -> str:
+        if self.server.url:
+            return self.server.url.rstrip("/")
+        host = "127.0.0.1" if self.server.host in ("0.0.0.0", "::") else self.server.host
+        return f"http://{host}:{self.server.port}"
+
+
+def resolve_layers(spec: LayerSpec, num_layers: int) -> list[int]:
+    """'all' or a list (negative = from the end) -> sorted unique valid layer indices."""
+    if spec == "all":
+        return list(range(num_layers))
+    out = set()
+    for layer in spec:
+        idx = layer + num_layers if layer < 0 else layer
+        if not 0 <= idx < num_layers:
+            raise ConfigError(f"layer {layer} out of range for a model with {num_layers} layers")
+        out.add(idx)
+    return sorted(out)
+
+
+def config_path(explicit: str | os.PathLike | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    return DEFAULT_CONFIG_PATH
+
+
+def _parse_scalar(text: str) -> Any:
+    """Parse a CLI/env value with YAML rules, so 'true', '3', '[1, 2]', 'null' do what users expect."""
+    try:
+        return yaml.safe_load(text) if text.strip() != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV:
+            continue
+        dotted = key[len(ENV_PREFIX):].lower().replace("__", ".")
+        if "." not in dotted:
+            continue
+        _set_dotted(out, dotted, _parse_scalar(value))
+    return out
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep_merge(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{key}: {msg} (got {e.get('input')!r})" if e["type"] != "extra_forbidden"
+                     else f"{key}: {msg}")
+    return "invalid config: " + "; ".join(lines)
+
+
+def validate_data(data: dict, base_dir: Path = PROJECT_ROOT) -> Settings:
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None
+    settings._base_dir = base_dir
+    return settings
+
+
+def read_yaml(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | dict | None = None,
+                environ: dict[str, str] | None = None) -> Settings:
+    """File, then env (`PERSONA_STEER_SECTION__KEY`), then overrides (`a.b=v` strings or a dict)."""
+    cfg_path = config_path(path)
+    data = read_yaml(cfg_path)
+    _deep_merge(data, _env_overrides(dict(os.environ) if environ is None else environ))
+    if isinstance(overrides, dict):
+        for k, v in overrides.items():
+            if v is not None:
+                _set_dotted(data, k, v)
+    else:
+        for item in overrides or []:
+            if "=" not in item:
+                raise ConfigError(f"override '{item}' must look like key=value")
+            k, v = item.split("=", 1)
+            _set_dotted(data, k.strip(), _parse_scalar(v))
+    return validate_data(data, base_dir=cfg_path.resolve().parent)
+
+
+def set_value(path: str | os.PathLike | None, dotted: str, raw_value: str) -> Settings:
+    """`config set`: validate the whole config with the new value, then write it keeping comments."""
+    from ruamel.yaml import YAML
+
+    from persona_steer.atomic import atomic_write_text
+
+    cfg_path = config_path(path)
+    value = _parse_scalar(raw_value)
+    check = read_yaml(cfg_path)
+    _set_dotted(check, dotted, value)
+    settings = validate_data(check, base_dir=cfg_path.resolve().parent)  # raises ConfigError
+
+    rt = YAML()
+    rt.preserve_quotes = True
+    doc = rt.load(cfg_path.read_text()) if cfg_path.exists() else None
+    if doc is None:
+        from ruamel.yaml.comments import CommentedMap
+        doc = CommentedMap()
+    node = doc
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        if part not in node:
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+    buf = io.StringIO()
+    rt.dump(doc, buf)
+    atomic_write_text(cfg_path, buf.getvalue())
+    return settings
+
+
+def dump_settings(settings: Settings) -> str:
+    return yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)

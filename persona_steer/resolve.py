@@ -1,0 +1,80 @@
+"""Resolve a SteeringSpec against the store for a given model: check, hash, combine.
+
+Shared by the server (validation + prefix-cache salt before a request enters the engine) and
+the plugin's workers (turning a request into per-layer deltas).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from persona_steer.steering_spec import SteeringSpec
+from persona_steer.store import VectorStore
+from persona_steer.vector_format import AXIS_NAME, SteeringVector, VectorFormatError, combine
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    hidden_size: int
+    num_layers: int
+    model_id: str | None = None          # None: don't compare the vector's `model` metadata
+    steerable_layers: tuple[int, ...] | None = None   # None: all layers
+
+
+def load_checked(store: VectorStore, kind: str, name: str, shape: ModelShape) -> SteeringVector:
+    """Load and refuse a vector that does not fit the served model (raises with a clear message)."""
+    vec = store.load(kind, name)
+    vec.check_compatible(shape.hidden_size, shape.model_id, shape.num_layers)
+    if shape.steerable_layers is not None and kind != "axis":
+        outside = sorted(set(vec.layers.tolist()) - set(shape.steerable_layers))
+        if outside:
+            raise VectorFormatError(
+                f"{kind} '{name}' uses layers {outside}, which this engine does not steer "
+                f"(steering.layers: {list(shape.steerable_layers)})")
+    return vec
+
+
+def content_hashes(spec: SteeringSpec, store: VectorStore, shape: ModelShape) -> dict[str, str]:
+    """{"kind/name": content_hash} for every vector the spec needs; raises on any problem."""
+    out = {}
+    for kind, name in spec.required_vectors():
+        out[f"{kind}/{name}"] = load_checked(store, kind, name, shape).content_hash()
+    return out
+
+
+def spec_delta(spec: SteeringSpec, store: VectorStore, shape: ModelShape,
+               default_scale: float) -> torch.Tensor:
+    """float32 [num_layers, hidden]: scale * sum_i w_i v_i[L] (the README formula)."""
+    weighted = [(load_checked(store, k, n, shape), w) for k, n, w in spec.weighted() if w != 0]
+    scale = spec.scale if spec.scale is not None else default_scale
+    return combine(weighted, scale, shape.num_layers, shape.hidden_size)
+
+
+def load_axis(store: VectorStore, shape: ModelShape) -> SteeringVector:
+    return load_checked(store, "axis", AXIS_NAME, shape)
+
+
+def axis_thresholds(axis: SteeringVector, percentile: float) -> dict[int, float]:
+    """Per layer, the cap threshold: `percentile` of assistant-response projections onto the
+    unit axis, linearly interpolated between the percentiles the axis file records."""
+    stats = axis.meta_json("projection_stats")
+    if not isinstance(stats, dict):
+        raise VectorFormatError("assistant axis lacks 'projection_stats' metadata; re-run extract-axes")
+    out = {}
+    for layer in axis.layers.tolist():
+        entry = stats.get(str(layer))
+        if not entry or "percentiles" not in entry:
+            raise VectorFormatError(f"assistant axis has no projection statistics for layer {layer}")
+        pts = sorted((float(p), float(v)) for p, v in entry["percentiles"].items())
+        out[layer] = _interp(pts, percentile)
+    return out
+
+
+def _interp(points: list[tuple[float, float]], x: float) -> float:
+    if x <= points[0][0]:
+        return points[0][1]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return points[-1][1]

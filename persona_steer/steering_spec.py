@@ -1,0 +1,181 @@
+"""What one request asks to be steered with, and how that travels in `SamplingParams.extra_args`.
+
+Two wire forms, both parsed by `parse_extra_args`:
+
+nested (in-process, our server):
+    {"steering": {"personas": {"pirate": 0.5}, "traits": {"formal": -0.3},
+                  "scale": 1.0, "safety": true}}
+flat (fits stock vLLM's `vllm_xargs`, flat values only):
+    {"steer_persona": "pirate", "steer_strength": 1.0,
+     "steer_blend": "pirate:0.5,robot:0.3", "steer_traits": "formal:-0.3",
+     "steer_scale": 1.0, "steer_safety": true}
+
+The formula (README): delta[L] = scale * (sum_p w_p * v_p[L] + sum_t w_t * v_t[L]).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from persona_steer.vector_format import AXIS_NAME, VectorFormatError, validate_name
+
+FLAT_KEYS = ("steer_persona", "steer_strength", "steer_blend", "steer_traits", "steer_scale",
+             "steer_safety")
+
+
+class SteeringSpecError(ValueError):
+    """The request's steering fields are malformed (HTTP 400)."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True)
+class SteeringSpec:
+    personas: tuple[tuple[str, float], ...] = ()
+    traits: tuple[tuple[str, float], ...] = ()
+    scale: float | None = None          # None: the engine's configured steering_scale
+    safety: bool = False
+
+    @property
+    def is_noop(self) -> bool:
+        """Nothing to add and no capping: the request runs as the stock model."""
+        return not self.safety and all(w == 0 for _, w in self.personas + self.traits)
+
+    def weighted(self) -> list[tuple[str, str, float]]:
+        return ([("persona", n, w) for n, w in self.personas]
+                + [("trait", n, w) for n, w in self.traits])
+
+    def to_extra_args(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"personas": dict(self.personas), "traits": dict(self.traits),
+                                "safety": self.safety}
+        if self.scale is not None:
+            body["scale"] = self.scale
+        return {"steering": body}
+
+    def to_dict(self, default_scale: float | None = None) -> dict[str, Any]:
+        scale = self.scale if self.scale is not None else default_scale
+        return {"personas": dict(self.personas), "traits": dict(self.traits),
+                "scale": scale, "safety": self.safety}
+
+    def cache_key(self, hashes: Mapping[str, str], default_scale: float) -> str:
+        """A prefix-cache salt covering the full config and the vectors' content hashes.
+
+        `hashes` maps "kind/name" (and "axis/assistant_axis" when safety is on) to content hashes.
+        Identical configs give identical salts, so they still share cached blocks.
+        """
+        payload = {"p": sorted(self.personas), "t": sorted(self.traits),
+                   "s": self.scale if self.scale is not None else default_scale,
+                   "c": self.safety, "h": sorted(hashes.items())}
+        return "steer-" + hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:24]
+
+    def required_vectors(self) -> list[tuple[str, str]]:
+        out = [(k, n) for k, n, _ in self.weighted()]
+        if self.safety:
+            out.append(("axis", AXIS_NAME))
+        return out
+
+
+def _weight(value: Any, param: str, max_weight: float | None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise SteeringSpecError(f"{param} must be a number, got {value!r}", param) from None
+    value = float(value)
+    if not math.isfinite(value):
+        raise SteeringSpecError(f"{param} must be finite, got {value}", param)
+    if max_weight is not None and abs(value) > max_weight:
+        raise SteeringSpecError(f"{param}={value} is beyond the allowed bound ±{max_weight}", param)
+    return value
+
+
+def _name(value: Any, param: str) -> str:
+    try:
+        return validate_name(value)
+    except VectorFormatError as err:
+        raise SteeringSpecError(f"{param}: {err}", param) from None
+
+
+def _pairs(mapping: Any, param: str, max_weight: float | None) -> tuple[tuple[str, float], ...]:
+    if mapping is None:
+        return ()
+    if isinstance(mapping, str):
+        mapping = parse_pairs_text(mapping, param)
+    if not isinstance(mapping, Mapping):
+        raise SteeringSpecError(f"{param} must be an object of name: weight", param)
+    out = {}
+    for name, weight in mapping.items():
+        out[_name(name, param)] = _weight(weight, f"{param}.{name}", max_weight)
+    return tuple(sorted(out.items()))
+
+
+def parse_pairs_text(text: str, param: str = "blend") -> dict[str, float]:
+    """'a:0.5,b:-0.3' -> {'a': 0.5, 'b': -0.3} (the flat and CLI form)."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if ":" not in part:
+            raise SteeringSpecError(f"{param}: '{part}' must look like name:weight", param)
+        name, weight = part.rsplit(":", 1)
+        try:
+            out[name.strip()] = float(weight)
+        except ValueError:
+            raise SteeringSpecError(f"{param}: weight '{weight}' is not a number", param) from None
+    return out
+
+
+def build_spec(*, persona: str | None = None, strength: float | None = None,
+               blend: Any = None, traits: Any = None, scale: float | None = None,
+               safety: bool | None = None, default_strength: float = 1.0,
+               default_safety: bool = False, max_weight: float | None = None) -> SteeringSpec:
+    """From API-level fields (persona/strength/blend/traits/scale/safety) to a spec.
+
+    A single `persona` gets weight `strength` (default: config default_strength); `blend` adds
+    more personas; `persona` together with `blend` is allowed and adds persona at `strength`.
+    """
+    personas: dict[str, float] = dict(_pairs(blend, "blend", max_weight))
+    if persona is not None and persona != "":
+        name = _name(persona, "persona")
+        w = default_strength if strength is None else _weight(strength, "strength", max_weight)
+        personas[name] = personas.get(name, 0.0) + w
+    elif strength is not None:
+        _weight(strength, "strength", max_weight)
+    scale_v = None if scale is None else _weight(scale, "steering_scale", None)
+    if safety is not None and not isinstance(safety, bool):
+        raise SteeringSpecError("safety must be true or false", "safety")
+    return SteeringSpec(personas=tuple(sorted(personas.items())),
+                        traits=_pairs(traits, "traits", max_weight), scale=scale_v,
+                        safety=default_safety if safety is None else safety)
+
+
+def parse_extra_args(extra_args: Mapping[str, Any] | None,
+                     max_weight: float | None = None) -> SteeringSpec | None:
+    """SamplingParams.extra_args -> spec, or None when the request asks for no steering."""
+    if not extra_args:
+        return None
+    if "steering" in extra_args:
+        body = extra_args["steering"]
+        if body is None:
+            return None
+        if not isinstance(body, Mapping):
+            raise SteeringSpecError("extra_args.steering must be an object", "steering")
+        unknown = set(body) - {"personas", "traits", "scale", "safety", "hashes"}
+        if unknown:
+            raise SteeringSpecError(f"unknown steering keys: {', '.join(sorted(unknown))}", "steering")
+        return build_spec(blend=body.get("personas"), traits=body.get("traits"),
+                          scale=body.get("scale"), safety=bool(body.get("safety", False)),
+                          max_weight=max_weight)
+    if not any(k in extra_args for k in FLAT_KEYS):
+        return None
+    safety = extra_args.get("steer_safety")
+    if isinstance(safety, str):
+        safety = safety.strip().lower() in ("1", "true", "on", "yes")
+    return build_spec(persona=extra_args.get("steer_persona"),
+                      strength=extra_args.get("steer_strength"),
+                      blend=extra_args.get("steer_blend"), traits=extra_args.get("steer_traits"),
+                      scale=extra_args.get("steer_scale"),
+                      safety=None if safety is None else bool(safety), max_weight=max_weight)

@@ -1,0 +1,158 @@
+"""The vector store: one folder of safetensors files, used by every part of the project.
+
+Layout under the store root:
+  personas/<name>.safetensors   traits/<name>.safetensors   assistant_axis.safetensors
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from persona_steer.vector_format import (AXIS_NAME, SteeringVector, VectorFormatError,
+                                         validate_kind, validate_name)
+
+log = logging.getLogger(__name__)
+
+KIND_DIRS = {"persona": "personas", "trait": "traits"}
+
+
+class VectorNotFound(KeyError):
+    def __init__(self, kind: str, name: str, available: list[str]):
+        self.kind, self.name, self.available = kind, name, available
+        have = ", ".join(available) if available else "none"
+        super().__init__(f"unknown {kind} '{name}' (available: {have})")
+
+    def __str__(self) -> str:  # KeyError quotes its message otherwise
+        return self.args[0]
+
+
+@dataclass
+class VectorEntry:
+    kind: str
+    name: str
+    path: Path
+    hidden_size: int
+    layers: list[int]
+    model: str
+    description: str
+    content_hash: str
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "hidden_size": self.hidden_size,
+                "layers": self.layers, "model": self.model, "description": self.description,
+                "content_hash": self.content_hash}
+
+
+class VectorStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        # (path, mtime_ns, size) -> loaded vector; avoids re-reading unchanged files.
+        self._cache: dict[Path, tuple[int, int, SteeringVector]] = {}
+        self.errors: dict[str, str] = {}   # "kind/name" -> why it was skipped
+
+    # --- paths -----------------------------------------------------------------------
+    def path_for(self, kind: str, name: str) -> Path:
+        validate_kind(kind)
+        if kind == "axis":
+            if name != AXIS_NAME:
+                raise VectorFormatError(f"the axis is always named '{AXIS_NAME}'")
+            return self.root / f"{AXIS_NAME}.safetensors"
+        validate_name(name)
+        return self.root / KIND_DIRS[kind] / f"{name}.safetensors"
+
+    def names(self, kind: str) -> list[str]:
+        validate_kind(kind)
+        if kind == "axis":
+            return [AXIS_NAME] if self.path_for("axis", AXIS_NAME).exists() else []
+        folder = self.root / KIND_DIRS[kind]
+        if not folder.is_dir():
+            return []
+        return sorted(p.stem for p in folder.glob("*.safetensors")
+                      if not p.name.startswith(".") and _valid(p.stem))
+
+    def exists(self, kind: str, name: str) -> bool:
+        return self.path_for(kind, name).is_file()
+
+    # --- read ------------------------------------------------------------------------
+    def load(self, kind: str, name: str) -> SteeringVector:
+        path = self.path_for(kind, name)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise VectorNotFound(kind, name, self.names(kind)) from None
+        hit = self._cache.get(path)
+        if hit and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
+            return hit[2]
+        try:
+            vec = SteeringVector.load(path, expect_kind=kind)
+        except VectorFormatError as err:
+            raise VectorFormatError(f"{kind} '{name}' ({path.name}) is corrupt: {err}") from None
+        if vec.name != name:
+            raise VectorFormatError(f"{path.name} says its name is '{vec.name}', not '{name}'")
+        self._cache[path] = (st.st_mtime_ns, st.st_size, vec)
+        return vec
+
+    def list(self, kind: str | None = None) -> list[VectorEntry]:
+        """Every readable vector; corrupt files are logged, recorded in `errors`, and skipped."""
+        kinds = [kind] if kind else list(("persona", "trait", "axis"))
+        out = []
+        for k in kinds:
+            for name in self.names(k):
+                try:
+                    vec = self.load(k, name)
+                except (VectorFormatError, VectorNotFound) as err:
+                    self.errors[f"{k}/{name}"] = str(err)
+                    log.warning("skipping %s/%s: %s", k, name, err)
+                    continue
+                self.errors.pop(f"{k}/{name}", None)
+                out.append(VectorEntry(k, name, self.path_for(k, name), vec.hidden_size,
+                                       vec.layers.tolist(), vec.model, vec.description,
+                                       vec.content_hash()))
+        return out
+
+    def content_hash(self, kind: str, name: str) -> str:
+        return self.load(kind, name).content_hash()
+
+    def info(self, kind: str, name: str) -> dict:
+        vec = self.load(kind, name)
+        meta = {k: vec.meta_json(k) for k in vec.metadata}
+        return {"kind": kind, "name": name, "hidden_size": vec.hidden_size,
+                "layers": vec.layers.tolist(), "content_hash": vec.content_hash(),
+                "norms": [round(float(x), 4) for x in vec.vectors.norm(dim=1)],
+                "metadata": meta}
+
+    # --- write -----------------------------------------------------------------------
+    def save(self, vec: SteeringVector, *, overwrite: bool = True,
+             hidden_size: int | None = None, model: str | None = None) -> Path:
+        vec.validate()
+        if hidden_size is not None:
+            vec.check_compatible(hidden_size, model)
+        path = self.path_for(vec.kind, vec.name)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{vec.kind} '{vec.name}' already exists")
+        vec.save(path)
+        return path
+
+    def delete(self, kind: str, name: str) -> None:
+        path = self.path_for(kind, name)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            raise VectorNotFound(kind, name, self.names(kind)) from None
+        self._cache.pop(path, None)
+
+    def clear(self, kind: str) -> int:
+        names = self.names(kind)
+        for name in names:
+            self.delete(kind, name)
+        return len(names)
+
+
+def _valid(name: str) -> bool:
+    try:
+        validate_name(name)
+        return True
+    except VectorFormatError:
+        return False

@@ -1,0 +1,209 @@
+"""The vector file format: the public contract every part of the project reads and writes.
+
+One safetensors file per vector:
+  tensors   `vectors` float32 [n, hidden_size], `layers` int64 [n]
+            (row i is added to the residual stream right after decoder layer layers[i]);
+            an axis file may also carry `baseline` float32 [n, hidden_size] (mean assistant
+            activation, used by extraction as the persona baseline).
+  metadata  str -> str; required: kind, name, description, model, hidden_size, format_version.
+            Structured values (lists, per-layer dicts) are JSON strings.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from persona_steer.atomic import atomic_write_bytes
+
+FORMAT_VERSION = "1"
+KINDS = ("persona", "trait", "axis")
+AXIS_NAME = "assistant_axis"
+NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
+REQUIRED_METADATA = ("kind", "name", "description", "model", "hidden_size", "format_version")
+# Percentiles of assistant-response projections recorded in an axis file (for capping).
+AXIS_PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
+
+
+class VectorFormatError(ValueError):
+    """A vector (file or in memory) breaks the format contract."""
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise VectorFormatError(
+            f"invalid name {name!r}: use 1-64 characters from a-z, 0-9, '_' and '-'")
+    return name
+
+
+def validate_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise VectorFormatError(f"invalid kind {kind!r}: expected one of {', '.join(KINDS)}")
+    return kind
+
+
+@dataclass
+class SteeringVector:
+    kind: str
+    name: str
+    vectors: torch.Tensor                     # float32 [n, hidden]
+    layers: torch.Tensor                      # int64 [n]
+    metadata: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. axis `baseline`
+
+    @classmethod
+    def build(cls, kind: str, name: str, per_layer: dict[int, torch.Tensor], *, model: str,
+              description: str = "", metadata: dict[str, Any] | None = None,
+              extra: dict[str, torch.Tensor] | None = None) -> "SteeringVector":
+        """Build from {layer: vector}; non-string metadata values are JSON-encoded."""
+        layers = sorted(per_layer)
+        vecs = torch.stack([per_layer[i].detach().float().cpu().reshape(-1) for i in layers])
+        meta = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in (metadata or {}).items()}
+        meta.update(kind=kind, name=name, description=description, model=model,
+                    hidden_size=str(vecs.shape[1]), format_version=FORMAT_VERSION)
+        vec = cls(kind, name, vecs.contiguous(), torch.tensor(layers, dtype=torch.int64), meta,
+                  {k: v.detach().float().cpu().contiguous() for k, v in (extra or {}).items()})
+        vec.validate()
+        return vec
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.vectors.shape[1])
+
+    @property
+    def model(self) -> str:
+        return self.metadata.get("model", "")
+
+    @property
+    def description(self) -> str:
+        return self.metadata.get("description", "")
+
+    def per_layer(self) -> dict[int, torch.Tensor]:
+        return {int(layer): self.vectors[i] for i, layer in enumerate(self.layers.tolist())}
+
+    def meta_json(self, key: str, default: Any = None) -> Any:
+        raw = self.metadata.get(key)
+        if raw is None:
+            return default
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+
+    def content_hash(self) -> str:
+        """Hash of what changes the model's output: layers and vector values (not metadata)."""
+        h = hashlib.sha256()
+        h.update(self.layers.numpy().tobytes())
+        h.update(self.vectors.numpy().tobytes())
+        return h.hexdigest()[:32]
+
+    def validate(self) -> None:
+        validate_kind(self.kind)
+        validate_name(self.name)
+        v, l = self.vectors, self.layers
+        if v.dtype != torch.float32 or v.dim() != 2 or v.shape[0] == 0:
+            raise VectorFormatError(
+                f"'vectors' must be float32 [n, hidden_size] with n >= 1, got {v.dtype} {list(v.shape)}")
+        if l.dtype != torch.int64 or l.dim() != 1 or l.shape[0] != v.shape[0]:
+            raise VectorFormatError(
+                f"'layers' must be int64 [{v.shape[0]}], got {l.dtype} {list(l.shape)}")
+        if (l < 0).any() or len(set(l.tolist())) != l.shape[0]:
+            raise VectorFormatError("'layers' must be distinct non-negative layer indices")
+        if not torch.isfinite(v).all():
+            raise VectorFormatError("'vectors' contains NaN or Inf")
+        for key, t in self.extra.items():
+            if t.shape != v.shape or not torch.isfinite(t).all():
+                raise VectorFormatError(f"extra tensor '{key}' must be finite and shaped like 'vectors'")
+        missing = [k for k in REQUIRED_METADATA if k not in self.metadata]
+        if missing:
+            raise VectorFormatError(f"metadata lacks required keys: {', '.join(missing)}")
+        if self.metadata["kind"] != self.kind or self.metadata["name"] != self.name:
+            raise VectorFormatError("metadata kind/name disagree with the vector")
+        if self.metadata["hidden_size"] != str(v.shape[1]):
+            raise VectorFormatError(
+                f"metadata hidden_size={self.metadata['hidden_size']} but vectors have {v.shape[1]}")
+        if not all(isinstance(k, str) and isinstance(x, str) for k, x in self.metadata.items()):
+            raise VectorFormatError("metadata must map strings to strings")
+
+    def check_compatible(self, hidden_size: int, model: str | None = None,
+                         num_layers: int | None = None) -> None:
+        """Refuse a vector made for another model (hidden size, model id, layer count)."""
+        if self.hidden_size != hidden_size:
+            raise VectorFormatError(
+                f"{self.kind} '{self.name}' has hidden_size {self.hidden_size}, "
+                f"the served model has {hidden_size}")
+        if model is not None and self.model not in ("", "*") and self.model != model:
+            raise VectorFormatError(
+                f"{self.kind} '{self.name}' was extracted from model '{self.model}', "
+                f"the served model is '{model}'")
+        if num_layers is not None and int(self.layers.max()) >= num_layers:
+            raise VectorFormatError(
+                f"{self.kind} '{self.name}' uses layer {int(self.layers.max())}, "
+                f"the served model has {num_layers} layers")
+
+    # --- bytes / files -------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        self.validate()
+        tensors = {"vectors": self.vectors.contiguous(), "layers": self.layers.contiguous()}
+        tensors.update({k: t.contiguous() for k, t in self.extra.items()})
+        return st_save(tensors, metadata=dict(self.metadata))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, expect_kind: str | None = None,
+                   expect_name: str | None = None) -> "SteeringVector":
+        try:
+            tensors = st_load(data)
+            meta = _read_metadata(data)
+        except (SafetensorError, ValueError, json.JSONDecodeError, OSError) as err:
+            raise VectorFormatError(f"not a readable safetensors file: {err}") from None
+        if "vectors" not in tensors or "layers" not in tensors:
+            raise VectorFormatError("file must contain tensors 'vectors' and 'layers'")
+        kind = meta.get("kind", expect_kind or "")
+        name = meta.get("name", expect_name or "")
+        if expect_kind and kind != expect_kind:
+            raise VectorFormatError(f"file says kind '{kind}', expected '{expect_kind}'")
+        extra = {k: t for k, t in tensors.items() if k not in ("vectors", "layers")}
+        vec = cls(kind, name, tensors["vectors"], tensors["layers"], meta, extra)
+        vec.validate()
+        return vec
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_bytes(path, self.to_bytes())
+
+    @classmethod
+    def load(cls, path: str | Path, **kw) -> "SteeringVector":
+        return cls.from_bytes(Path(path).read_bytes(), **kw)
+
+
+def _read_metadata(data: bytes) -> dict[str, str]:
+    """safetensors.torch.load drops metadata; read it from the header directly."""
+    if len(data) < 8:
+        raise ValueError("file too short")
+    n = int.from_bytes(data[:8], "little")
+    if n <= 0 or 8 + n > len(data):
+        raise ValueError("bad header length")
+    header = json.loads(data[8:8 + n])
+    return dict(header.get("__metadata__") or {})
+
+
+def combine(weighted: list[tuple[SteeringVector, float]], scale: float,
+            num_layers: int, hidden_size: int) -> torch.Tensor:
+    """The steering formula: delta[L] = scale * sum_i w_i * v_i[L]; zeros where no file has L.
+
+    Returns float32 [num_layers, hidden_size]. Used by the plugin and by HF reference code.
+    """
+    delta = torch.zeros(num_layers, hidden_size, dtype=torch.float32)
+    for vec, weight in weighted:
+        if not math.isfinite(weight):
+            raise VectorFormatError(f"weight for '{vec.name}' is not finite")
+        delta.index_add_(0, vec.layers, vec.vectors * float(weight))
+    return delta * float(scale)
