@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -27,7 +28,9 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `.inf`/`.nan` are never a sensible setting (an infinite temperature
+    # or max_weight would silently disable a bound).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelSettings(_Section):
@@ -174,15 +177,34 @@ def _deep_merge(base: dict, extra: dict) -> dict:
     return base
 
 
+def _error_key(loc: tuple) -> str:
+    """Dotted key from a pydantic location; union branch tags like "list[int]" are dropped and
+    list positions become "[i]" (e.g. extraction.target_layers[2])."""
+    key = ""
+    for part in loc:
+        if isinstance(part, int):
+            key += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(part)):
+            key += ("." if key else "") + str(part)
+    return key or "config"
+
+
 def _format_validation_error(err: ValidationError) -> str:
-    lines = []
+    by_key: dict[str, list[str]] = {}
+    got: dict[str, Any] = {}
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        lines.append(f"{key}: {msg} (got {e.get('input')!r})" if e["type"] != "extra_forbidden"
-                     else f"{key}: {msg}")
+        key = _error_key(tuple(e["loc"]))
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        if msg not in by_key.setdefault(key, []):
+            by_key[key].append(msg)
+        if e["type"] != "extra_forbidden" and key not in got:
+            got[key] = e.get("input")
+    lines = []
+    for key, msgs in by_key.items():
+        line = f"{key}: {' or '.join(msgs)}"
+        if key in got:
+            line += f" (got {got[key]!r})"
+        lines.append(line)
     return "invalid config: " + "; ".join(lines)
 
 
@@ -250,6 +272,11 @@ def set_value(path: str | os.PathLike | None, dotted: str, raw_value: str) -> Se
         if part not in node:
             node[part] = {}
         node = node[part]
+    if isinstance(value, list):  # keep lists on one line, like `layers: [10, 12]`
+        from ruamel.yaml.comments import CommentedSeq
+        seq = CommentedSeq(value)
+        seq.fa.set_flow_style()
+        value = seq
     node[parts[-1]] = value
     buf = io.StringIO()
     rt.dump(doc, buf)
