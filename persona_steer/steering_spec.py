@@ -81,7 +81,9 @@ class SteeringSpec:
 
 
 def _weight(value: Any, param: str, max_weight: float | None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool):  # float(True) == 1.0 would slip through
+        raise SteeringSpecError(f"{param} must be a number, got {value!r}", param)
+    if not isinstance(value, (int, float)):
         try:
             value = float(value)
         except (TypeError, ValueError):
@@ -92,6 +94,21 @@ def _weight(value: Any, param: str, max_weight: float | None) -> float:
     if max_weight is not None and abs(value) > max_weight:
         raise SteeringSpecError(f"{param}={value} is beyond the allowed bound ±{max_weight}", param)
     return value
+
+
+_TRUE = ("1", "true", "on", "yes")
+_FALSE = ("0", "false", "off", "no", "")
+
+
+def _bool(value: Any, param: str) -> bool | None:
+    """true/false, 0/1, or their usual strings (the flat form carries strings); else an error."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise SteeringSpecError(f"{param} must be true or false, got {value!r}", param)
 
 
 def _name(value: Any, param: str) -> str:
@@ -142,6 +159,10 @@ def build_spec(*, persona: str | None = None, strength: float | None = None,
         name = _name(persona, "persona")
         w = default_strength if strength is None else _weight(strength, "strength", max_weight)
         personas[name] = personas.get(name, 0.0) + w
+        if max_weight is not None and abs(personas[name]) > max_weight:
+            raise SteeringSpecError(
+                f"persona '{name}' has weight {personas[name]} (strength plus blend), beyond the "
+                f"allowed bound ±{max_weight}", "strength")
     elif strength is not None:
         _weight(strength, "strength", max_weight)
     scale_v = None if scale is None else _weight(scale, "steering_scale", None)
@@ -167,15 +188,14 @@ def parse_extra_args(extra_args: Mapping[str, Any] | None,
         if unknown:
             raise SteeringSpecError(f"unknown steering keys: {', '.join(sorted(unknown))}", "steering")
         return build_spec(blend=body.get("personas"), traits=body.get("traits"),
-                          scale=body.get("scale"), safety=bool(body.get("safety", False)),
+                          scale=body.get("scale"),
+                          safety=bool(_bool(body.get("safety"), "steering.safety")),
                           max_weight=max_weight)
     if not any(k in extra_args for k in FLAT_KEYS):
         return None
-    safety = extra_args.get("steer_safety")
-    if isinstance(safety, str):
-        safety = safety.strip().lower() in ("1", "true", "on", "yes")
+    safety = _bool(extra_args.get("steer_safety"), "steer_safety")
     return build_spec(persona=extra_args.get("steer_persona"),
                       strength=extra_args.get("steer_strength"),
                       blend=extra_args.get("steer_blend"), traits=extra_args.get("steer_traits"),
                       scale=extra_args.get("steer_scale"),
-                      safety=None if safety is None else bool(safety), max_weight=max_weight)
+                      safety=safety, max_weight=max_weight)
