@@ -5,6 +5,7 @@ the plugin's workers (turning a request into per-layer deltas).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -64,9 +65,18 @@ def axis_thresholds(axis: SteeringVector, percentile: float) -> dict[int, float]
     out = {}
     for layer in axis.layers.tolist():
         entry = stats.get(str(layer))
-        if not entry or "percentiles" not in entry:
+        if not isinstance(entry, dict) or not isinstance(entry.get("percentiles"), dict) \
+                or not entry["percentiles"]:
             raise VectorFormatError(f"assistant axis has no projection statistics for layer {layer}")
-        pts = sorted((float(p), float(v)) for p, v in entry["percentiles"].items())
+        try:
+            pts = sorted((float(p), float(v)) for p, v in entry["percentiles"].items())
+        except (TypeError, ValueError):
+            raise VectorFormatError(
+                f"assistant axis projection_stats for layer {layer} must map percentile to "
+                f"number, got {entry['percentiles']!r}") from None
+        if len({p for p, _ in pts}) != len(pts) or not all(map(math.isfinite, sum(pts, ()))):
+            raise VectorFormatError(
+                f"assistant axis projection_stats for layer {layer} has repeated or non-finite values")
         out[layer] = _interp(pts, percentile)
     return out
 

@@ -48,8 +48,9 @@ class VectorEntry:
 class VectorStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
-        # (path, mtime_ns, size) -> loaded vector; avoids re-reading unchanged files.
-        self._cache: dict[Path, tuple[int, int, SteeringVector]] = {}
+        # path -> (mtime_ns, size, inode, vector); avoids re-reading unchanged files. The inode
+        # matters: an atomic save of a same-sized vector within one mtime tick is a new inode.
+        self._cache: dict[Path, tuple[int, int, int, SteeringVector]] = {}
         self.errors: dict[str, str] = {}   # "kind/name" -> why it was skipped
 
     # --- paths -----------------------------------------------------------------------
@@ -72,6 +73,13 @@ class VectorStore:
         return sorted(p.stem for p in folder.glob("*.safetensors")
                       if not p.name.startswith(".") and _valid(p.stem))
 
+    def _badly_named(self, kind: str) -> list[str]:
+        folder = self.root / KIND_DIRS[kind] if kind in KIND_DIRS else None
+        if folder is None or not folder.is_dir():
+            return []
+        return sorted(p.stem for p in folder.glob("*.safetensors")
+                      if not p.name.startswith(".") and not _valid(p.stem))
+
     def exists(self, kind: str, name: str) -> bool:
         return self.path_for(kind, name).is_file()
 
@@ -83,15 +91,19 @@ class VectorStore:
         except FileNotFoundError:
             raise VectorNotFound(kind, name, self.names(kind)) from None
         hit = self._cache.get(path)
-        if hit and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
-            return hit[2]
+        if hit and hit[:3] == (st.st_mtime_ns, st.st_size, st.st_ino):
+            return hit[3]
         try:
             vec = SteeringVector.load(path, expect_kind=kind)
         except VectorFormatError as err:
             raise VectorFormatError(f"{kind} '{name}' ({path.name}) is corrupt: {err}") from None
+        except FileNotFoundError:  # deleted between stat and read
+            raise VectorNotFound(kind, name, self.names(kind)) from None
+        except OSError as err:  # a folder named x.safetensors, no permission, ...
+            raise VectorFormatError(f"{kind} '{name}' ({path.name}) is unreadable: {err}") from None
         if vec.name != name:
             raise VectorFormatError(f"{path.name} says its name is '{vec.name}', not '{name}'")
-        self._cache[path] = (st.st_mtime_ns, st.st_size, vec)
+        self._cache[path] = (st.st_mtime_ns, st.st_size, st.st_ino, vec)
         return vec
 
     def list(self, kind: str | None = None) -> list[VectorEntry]:
@@ -99,6 +111,12 @@ class VectorStore:
         kinds = [kind] if kind else list(("persona", "trait", "axis"))
         out = []
         for k in kinds:
+            for key in [e for e in self.errors if e.startswith(f"{k}/")]:
+                del self.errors[key]  # forget files that are gone or fixed; re-found below
+            for bad in self._badly_named(k):
+                msg = f"file name '{bad}' is not a valid {k} name (a-z, 0-9, '_', '-', 1-64 chars)"
+                self.errors[f"{k}/{bad}"] = msg
+                log.warning("skipping %s/%s: %s", k, bad, msg)
             for name in self.names(k):
                 try:
                     vec = self.load(k, name)
@@ -133,6 +151,7 @@ class VectorStore:
         if path.exists() and not overwrite:
             raise FileExistsError(f"{vec.kind} '{vec.name}' already exists")
         vec.save(path)
+        self._cache.pop(path, None)
         return path
 
     def delete(self, kind: str, name: str) -> None:

@@ -100,10 +100,16 @@ class SteeringVector:
             return raw
 
     def content_hash(self) -> str:
-        """Hash of what changes the model's output: layers and vector values (not metadata)."""
+        """Hash of what changes the model's output: layers and vector values (not metadata).
+
+        For the axis, its `projection_stats` (the capping thresholds) count too.
+        """
         h = hashlib.sha256()
-        h.update(self.layers.numpy().tobytes())
-        h.update(self.vectors.numpy().tobytes())
+        h.update(self.layers.contiguous().numpy().tobytes())
+        h.update(self.vectors.detach().contiguous().numpy().tobytes())
+        if self.kind == "axis" and "projection_stats" in self.metadata:
+            h.update(b"projection_stats")
+            h.update(self.metadata["projection_stats"].encode())
         return h.hexdigest()[:32]
 
     def validate(self) -> None:
@@ -202,8 +208,16 @@ def combine(weighted: list[tuple[SteeringVector, float]], scale: float,
     Returns float32 [num_layers, hidden_size]. Used by the plugin and by HF reference code.
     """
     delta = torch.zeros(num_layers, hidden_size, dtype=torch.float32)
+    if not math.isfinite(scale):
+        raise VectorFormatError(f"steering scale {scale} is not finite")
     for vec, weight in weighted:
         if not math.isfinite(weight):
             raise VectorFormatError(f"weight for '{vec.name}' is not finite")
+        if vec.hidden_size != hidden_size:
+            raise VectorFormatError(f"{vec.kind} '{vec.name}' has hidden_size {vec.hidden_size}, "
+                                    f"expected {hidden_size}")
+        if int(vec.layers.max()) >= num_layers:
+            raise VectorFormatError(f"{vec.kind} '{vec.name}' uses layer {int(vec.layers.max())}, "
+                                    f"the model has {num_layers} layers")
         delta.index_add_(0, vec.layers, vec.vectors * float(weight))
     return delta * float(scale)
