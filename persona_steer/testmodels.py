@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from persona_steer.atomic import atomic_write_text
@@ -96,24 +98,54 @@ def save_model(model, tokenizer, out_dir: Path) -> None:
                      bos_token_id=eos[1]).save_pretrained(out_dir)
 
 
+@contextmanager
+def _build_lock(out_dir: Path):
+    """Serialise builders of one folder across processes (parallel test runs share the cache)."""
+    import fcntl
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_dir.parent / f".{out_dir.name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _publish(tmp: Path, out_dir: Path) -> None:
+    """Move a finished build into place (caller holds the lock)."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+
+
 def build_random_qwen3(out_dir: str | os.PathLike, size: str = "tiny", seed: int = 0) -> Path:
-    """Deterministic random Qwen3 (same seed -> same weights). Idempotent: skips if complete."""
+    """Deterministic random Qwen3 (same seed -> same weights). Idempotent: skips if complete.
+
+    Safe to call from several processes at once: one builds, the others wait and reuse it.
+    """
     import torch
     from transformers import Qwen3ForCausalLM
 
+    if isinstance(size, str) and size not in SIZES:
+        raise ValueError(f"unknown test model size {size!r}: use one of {', '.join(SIZES)}")
     out_dir = Path(out_dir)
     marker = out_dir / ".complete"
     if marker.exists():
         return out_dir
-    tmp = out_dir.with_name(out_dir.name + ".building")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = build_tokenizer([_FILLER] * 4, tmp, vocab_size=512)
-    torch.manual_seed(seed)
-    model = Qwen3ForCausalLM(qwen3_config(tokenizer, size)).float().eval()
-    save_model(model, tokenizer, tmp)
-    atomic_write_text(tmp / ".complete", json.dumps({"size": size, "seed": seed}))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+    with _build_lock(out_dir):
+        if marker.exists():  # another process finished it while we waited
+            return out_dir
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
+        try:
+            tokenizer = build_tokenizer([_FILLER] * 4, tmp, vocab_size=512)
+            torch.manual_seed(seed)
+            model = Qwen3ForCausalLM(qwen3_config(tokenizer, size)).float().eval()
+            save_model(model, tokenizer, tmp)
+            atomic_write_text(tmp / ".complete", json.dumps({"size": size, "seed": seed}))
+            _publish(tmp, out_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 
@@ -131,8 +163,9 @@ def resolve_model(name: str, cache_dir: str | os.PathLike | None = None) -> str:
                 f"the toy persona model is not in {TOY_MODEL_DIR}; build it with "
                 "`persona-steer toy train`")
         return str(TOY_MODEL_DIR)
-    raise ValueError(f"unknown builtin model '{name}': use builtin:tiny, builtin:mid or "
-                     "builtin:toy-persona")
+    from persona_steer.config import ConfigError  # a ValueError; the CLI prints it as one line
+    raise ConfigError(f"model.name: unknown builtin model '{name}': use builtin:tiny, builtin:mid "
+                      "or builtin:toy-persona")
 
 
 def main(argv: list[str] | None = None) -> None:
