@@ -1,0 +1,314 @@
+"""CLI commands that talk to a running server: list, load, unload, delete, clear-personas,
+generate, chat, status. All go through clients.client (the project's one HTTP client)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from persona_steer.cli import CLIError
+
+from clients.client import PersonaSteerClient, PersonaSteerError, ServerUnreachable
+
+
+def _client(args) -> PersonaSteerClient:
+    from persona_steer.config import load_config
+
+    url, key = args.url, args.api_key
+    if url is None or key is None:
+        settings = load_config(args.config, overrides=args.overrides)
+        url = url or settings.server_url
+        key = key if key is not None else settings.server.api_key
+    try:
+        return PersonaSteerClient(url, api_key=key or None)
+    except PersonaSteerError as err:
+        raise CLIError(str(err)) from None
+
+
+def _run(func):
+    """Turn client errors into one-line CLI errors (exit 2)."""
+    def wrapper(args):
+        try:
+            return func(args)
+        except ServerUnreachable as err:
+            raise CLIError(f"{err} (start one with `persona-steer serve`, or pass --url)") from None
+        except PersonaSteerError as err:
+            raise CLIError(str(err)) from None
+    wrapper.__name__ = func.__name__
+    return wrapper
+
+
+def _names(entries: list[dict]) -> list[str]:
+    return [e.get("name", "?") if isinstance(e, dict) else str(e) for e in entries]
+
+
+def _resolve_kind(client: PersonaSteerClient, name: str, kind: str | None) -> str:
+    if kind:
+        return kind
+    personas = _names(client.list_vectors("persona"))
+    if name in personas:
+        return "persona"
+    traits = _names(client.list_vectors("trait"))
+    if name in traits:
+        return "trait"
+    raise CLIError(f"no persona or trait named '{name}' (personas: {', '.join(personas) or 'none'}; "
+                   f"traits: {', '.join(traits) or 'none'})")
+
+
+def _is_loaded(entry: dict) -> bool:
+    return bool(entry.get("loaded"))
+
+
+# --- list / load / unload / delete / clear ---------------------------------------------------
+@_run
+def _list(args) -> int:
+    with _client(args) as c:
+        kinds = ["persona", "trait"] if args.kind == "all" else [args.kind]
+        rows = []
+        for kind in kinds:
+            for e in c.list_vectors(kind):
+                if args.loaded and not _is_loaded(e):
+                    continue
+                rows.append((kind, e))
+    if args.json:
+        print(json.dumps([{**e, "kind": k} for k, e in rows], indent=2))
+        return 0
+    if not rows:
+        print("no loaded vectors" if args.loaded else "no vectors")
+        return 0
+    width = max(len(e.get("name", "")) for _, e in rows)
+    for kind, e in rows:
+        flag = "loaded" if _is_loaded(e) else "      "
+        desc = (e.get("description") or "").replace("\n", " ")
+        if len(desc) > 60:
+            desc = desc[:57] + "..."
+        print(f"{kind:<7}  {e.get('name', ''):<{width}}  {flag}  {desc}".rstrip())
+    return 0
+
+
+@_run
+def _load(args) -> int:
+    with _client(args) as c:
+        kind = _resolve_kind(c, args.name, args.kind)
+        c.load_vector(kind, args.name)
+    print(f"loaded {kind} '{args.name}'")
+    return 0
+
+
+@_run
+def _unload(args) -> int:
+    with _client(args) as c:
+        kind = _resolve_kind(c, args.name, args.kind)
+        c.unload_vector(kind, args.name)
+    print(f"unloaded {kind} '{args.name}'")
+    return 0
+
+
+def _confirm(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise CLIError(f"{question} needs confirmation: pass --yes")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise CLIError("cancelled")
+
+
+@_run
+def _delete(args) -> int:
+    with _client(args) as c:
+        kind = _resolve_kind(c, args.name, args.kind)
+        _confirm(f"delete {kind} '{args.name}'?", args.yes)
+        c.delete_vector(kind, args.name)
+    print(f"deleted {kind} '{args.name}'")
+    return 0
+
+
+@_run
+def _clear_personas(args) -> int:
+    with _client(args) as c:
+        names = _names(c.list_vectors("persona"))
+        if not names:
+            print("no personas to delete")
+            return 0
+        _confirm(f"delete all {len(names)} personas ({', '.join(names)})?", args.yes)
+        for name in names:
+            c.delete_vector("persona", name)
+    print(f"deleted {len(names)} personas: {', '.join(names)}")
+    return 0
+
+
+# --- status -------------------------------------------------------------------------------
+def format_status(st: dict) -> list[str]:
+    lines = []
+    model = st.get("model")
+    if isinstance(model, dict):
+        model = model.get("name") or model.get("id") or json.dumps(model)
+    lines.append(f"model:          {model}")
+    engine = st.get("engine_state", st.get("engine"))
+    if isinstance(engine, dict):
+        engine = engine.get("state") or json.dumps(engine)
+    lines.append(f"engine:         {engine}")
+    if "steering_scale" in st:
+        lines.append(f"steering scale: {st['steering_scale']}")
+    loaded = st.get("loaded", st.get("loaded_vectors"))
+    if isinstance(loaded, dict):
+        for kind, names in loaded.items():
+            shown = ", ".join(_names(names)) if isinstance(names, list) else str(names)
+            lines.append(f"loaded {kind + ':':<8} {shown or 'none'}")
+    elif isinstance(loaded, list):
+        shown = ", ".join(x if isinstance(x, str) else
+                          f"{x.get('kind', '')}/{x.get('name', '')}".lstrip("/") for x in loaded)
+        lines.append(f"loaded:         {shown or 'none'}")
+    return lines
+
+
+@_run
+def _status(args) -> int:
+    with _client(args) as c:
+        st = c.status()
+    if args.json:
+        print(json.dumps(st, indent=2))
+    else:
+        print(f"server:         {c.base_url}")
+        print("\n".join(format_status(st)))
+    return 0
+
+
+# --- generate -------------------------------------------------------------------------------
+def steering_from_args(args) -> dict[str, Any]:
+    from persona_steer.steering_spec import SteeringSpecError, parse_pairs_text
+
+    out: dict[str, Any] = {"persona": args.persona, "strength": args.strength}
+    try:
+        if args.blend:
+            out["blend"] = parse_pairs_text(args.blend, "--blend")
+        if args.trait:
+            traits: dict[str, float] = {}
+            for text in args.trait:
+                traits.update(parse_pairs_text(text, "--trait"))
+            out["traits"] = traits
+    except SteeringSpecError as err:
+        raise CLIError(str(err)) from None
+    if args.safety is not None:
+        out["safety"] = args.safety == "on"
+    return out
+
+
+@_run
+def _generate(args) -> int:
+    steering = steering_from_args(args)
+    gen = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed,
+           "system": args.system, "model": args.model,
+           "thinking": None if args.thinking is None else args.thinking == "on"}
+    with _client(args) as c:
+        if args.stream:
+            wrote = False
+            thinking = False
+            for piece in c.chat_stream(args.prompt, **steering, **gen):
+                if piece.reasoning:
+                    if not thinking:
+                        sys.stderr.write("[thinking] ")
+                        thinking = True
+                    sys.stderr.write(piece.reasoning)
+                    sys.stderr.flush()
+                if piece.content:
+                    sys.stdout.write(piece.content)
+                    sys.stdout.flush()
+                    wrote = True
+            if thinking:
+                sys.stderr.write("\n")
+            sys.stdout.write("\n" if wrote else "")
+            return 0
+        resp = c.chat(args.prompt, **steering, **gen)
+    if args.json:
+        print(resp.model_dump_json(indent=2))
+        return 0
+    msg = resp.choices[0].message
+    reasoning = getattr(msg, "reasoning_content", None)
+    if reasoning:
+        print(f"[thinking] {reasoning}", file=sys.stderr)
+    print(msg.content or "")
+    return 0
+
+
+def _chat(args) -> int:
+    from clients.repl import run_repl
+
+    steering = steering_from_args(args)
+    client = _client(args)
+    try:
+        return run_repl(client, steering, args)
+    finally:
+        client.close()
+
+
+# --- registration ---------------------------------------------------------------------------
+def _conn_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", help="server URL (default: server.url / http://server.host:server.port)")
+    p.add_argument("--api-key", help="API key sent as Bearer (default: server.api_key)")
+
+
+def _steer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--persona", help="persona name")
+    p.add_argument("--strength", type=float, help="weight of --persona (default: config)")
+    p.add_argument("--blend", help="several personas with weights, e.g. pirate:0.5,robot:0.3")
+    p.add_argument("--trait", action="append", metavar="NAME:W",
+                   help="trait weights, e.g. formal:0.4 (repeatable or comma-separated)")
+    p.add_argument("--safety", choices=["on", "off"], help="activation capping for this request")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--model", help="model id (default: the server's base model)")
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--thinking", choices=["on", "off"], help="Qwen3 thinking mode")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="list personas and traits on the server")
+    p.add_argument("--kind", choices=["persona", "trait", "all"], default="all")
+    p.add_argument("--loaded", action="store_true", help="only vectors loaded in the engine")
+    p.add_argument("--json", action="store_true")
+    _conn_args(p)
+    p.set_defaults(func=_list)
+
+    for name, func, verb in (("load", _load, "load a vector into the running engine"),
+                             ("unload", _unload, "unload a vector from the running engine")):
+        p = sub.add_parser(name, help=verb)
+        p.add_argument("name")
+        p.add_argument("--kind", choices=["persona", "trait"],
+                       help="default: whichever of persona/trait has that name")
+        _conn_args(p)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("delete", help="delete a persona or trait on the server")
+    p.add_argument("name")
+    p.add_argument("--kind", choices=["persona", "trait"])
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    _conn_args(p)
+    p.set_defaults(func=_delete)
+
+    p = sub.add_parser("clear-personas", help="delete every persona on the server")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    _conn_args(p)
+    p.set_defaults(func=_clear_personas)
+
+    p = sub.add_parser("generate", help="one steered chat generation")
+    p.add_argument("prompt")
+    _steer_args(p)
+    p.add_argument("--stream", action="store_true", help="print tokens as they arrive")
+    p.add_argument("--json", action="store_true", help="print the whole response as JSON")
+    _conn_args(p)
+    p.set_defaults(func=_generate)
+
+    p = sub.add_parser("chat", help="interactive streaming chat with slash commands (/help)")
+    _steer_args(p)
+    p.add_argument("--no-history", action="store_true", help="do not keep a history file")
+    _conn_args(p)
+    p.set_defaults(func=_chat)
+
+    p = sub.add_parser("status", help="server status: model, engine state, loaded vectors")
+    p.add_argument("--json", action="store_true")
+    _conn_args(p)
+    p.set_defaults(func=_status)

@@ -1,0 +1,323 @@
+"""`persona-steer chat`: interactive streaming chat with slash commands.
+
+With a terminal it uses prompt_toolkit (history, line editing); with piped stdin it reads
+lines. Every bad command or value prints one `error:` line and the session continues.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from rich.console import Console
+from rich.markup import escape
+
+from clients.client import PersonaSteerClient, PersonaSteerError, ServerUnreachable
+
+STRENGTH_RANGE = (0.0, 2.0)
+
+HELP = """\
+/persona NAME       steer with one persona (weight = /strength)
+/strength X         persona strength, 0.0-2.0
+/blend a:0.5,b:0.3  several personas with weights (replaces /persona)
+/trait t:0.4        add or change a trait weight (t:0 removes it)
+/none               no steering at all
+/safety on|off      activation capping
+/list               personas and traits on the server
+/load NAME          load a persona or trait into the engine
+/status             server status
+/reset              forget the conversation
+/help               this help
+/quit               leave (also Ctrl-D)"""
+
+
+class ReplError(Exception):
+    """A one-line complaint about a slash command; the session goes on."""
+
+
+@dataclass
+class ChatState:
+    persona: str | None = None
+    strength: float | None = None
+    blend: dict[str, float] = field(default_factory=dict)
+    traits: dict[str, float] = field(default_factory=dict)
+    safety: bool | None = None
+    messages: list[dict] = field(default_factory=list)
+
+    def steering(self) -> dict[str, Any]:
+        return {"persona": self.persona, "strength": self.strength if self.persona else None,
+                "blend": dict(self.blend) or None, "traits": dict(self.traits) or None,
+                "safety": self.safety}
+
+    def summary(self) -> str:
+        parts = []
+        if self.persona:
+            parts.append(self.persona + ("" if self.strength is None else f"×{self.strength:g}"))
+        parts += [f"{n}:{w:g}" for n, w in self.blend.items()]
+        parts += [f"+{n}:{w:g}" for n, w in self.traits.items()]
+        if self.safety is not None:
+            parts.append(f"safety {'on' if self.safety else 'off'}")
+        return " ".join(parts) or "no steering"
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ReplError(f"{what} must be a number, got '{text}'") from None
+    if not math.isfinite(value):
+        raise ReplError(f"{what} must be finite, got '{text}'")
+    return value
+
+
+def _pairs(text: str, what: str) -> dict[str, float]:
+    from persona_steer.steering_spec import SteeringSpecError, parse_pairs_text
+    from persona_steer.vector_format import VectorFormatError, validate_name
+
+    if not text.strip():
+        raise ReplError(f"{what} needs name:weight pairs, e.g. {what[1:]} a:0.5")
+    try:
+        pairs = parse_pairs_text(text, what)
+        for name, w in pairs.items():
+            validate_name(name)
+            if not math.isfinite(w):
+                raise ReplError(f"{what}: weight of '{name}' must be finite")
+    except (SteeringSpecError, VectorFormatError) as err:
+        raise ReplError(str(err)) from None
+    return pairs
+
+
+class Repl:
+    def __init__(self, client: PersonaSteerClient, state: ChatState, console: Console,
+                 gen: dict[str, Any]):
+        self.client = client
+        self.state = state
+        self.console = console
+        self.gen = gen
+        self.done = False
+
+    # --- helpers ---------------------------------------------------------------------------
+    def info(self, text: str) -> None:
+        self.console.print(escape(text), style="cyan", highlight=False)
+
+    def error(self, text: str) -> None:
+        self.console.print(f"error: {escape(text)}", style="bold red", highlight=False)
+
+    def _names(self, kind: str) -> list[str]:
+        return [e.get("name", "") for e in self.client.list_vectors(kind)]
+
+    def _require(self, kind: str, names: list[str]) -> None:
+        have = self._names(kind)
+        missing = [n for n in names if n not in have]
+        if missing:
+            raise ReplError(f"unknown {kind} '{missing[0]}' (available: {', '.join(have) or 'none'})")
+
+    # --- slash commands ------------------------------------------------------------------
+    def command(self, line: str) -> None:
+        cmd, _, arg = line[1:].partition(" ")
+        arg = arg.strip()
+        handler: Callable[[str], None] | None = getattr(self, "cmd_" + cmd.lower(), None)
+        if not cmd or handler is None:
+            raise ReplError(f"unknown command '/{cmd}' (type /help)")
+        handler(arg)
+
+    def cmd_help(self, arg: str) -> None:
+        self.console.print(HELP, markup=False, highlight=False)
+
+    def cmd_quit(self, arg: str) -> None:
+        self.done = True
+
+    cmd_exit = cmd_quit
+
+    def cmd_persona(self, arg: str) -> None:
+        if not arg or " " in arg:
+            raise ReplError("usage: /persona NAME")
+        self._require("persona", [arg])
+        self.state.persona, self.state.blend = arg, {}
+        self.info(f"steering: {self.state.summary()}")
+
+    def cmd_strength(self, arg: str) -> None:
+        value = _number(arg, "strength") if arg else None
+        if value is None:
+            raise ReplError("usage: /strength X (0.0-2.0)")
+        lo, hi = STRENGTH_RANGE
+        if not lo <= value <= hi:
+            raise ReplError(f"strength must be between {lo} and {hi}, got {value:g}")
+        self.state.strength = value
+        self.info(f"steering: {self.state.summary()}")
+
+    def cmd_blend(self, arg: str) -> None:
+        pairs = _pairs(arg, "/blend")
+        self._require("persona", list(pairs))
+        self.state.blend, self.state.persona = pairs, None
+        self.info(f"steering: {self.state.summary()}")
+
+    def cmd_trait(self, arg: str) -> None:
+        pairs = _pairs(arg, "/trait")
+        self._require("trait", [n for n, w in pairs.items() if w != 0])
+        for name, w in pairs.items():
+            if w == 0:
+                self.state.traits.pop(name, None)
+            else:
+                self.state.traits[name] = w
+        self.info(f"steering: {self.state.summary()}")
+
+    def cmd_none(self, arg: str) -> None:
+        self.state.persona, self.state.strength = None, None
+        self.state.blend, self.state.traits, self.state.safety = {}, {}, None
+        self.info("steering: none")
+
+    def cmd_safety(self, arg: str) -> None:
+        if arg.lower() not in ("on", "off"):
+            raise ReplError("usage: /safety on|off")
+        self.state.safety = arg.lower() == "on"
+        self.info(f"steering: {self.state.summary()}")
+
+    def cmd_list(self, arg: str) -> None:
+        for kind in ("persona", "trait"):
+            entries = self.client.list_vectors(kind)
+            shown = ", ".join(e.get("name", "") + (" (loaded)" if e.get("loaded") else "")
+                              for e in entries)
+            self.info(f"{kind}s: {shown or 'none'}")
+
+    def cmd_load(self, arg: str) -> None:
+        if not arg or " " in arg:
+            raise ReplError("usage: /load NAME")
+        for kind in ("persona", "trait"):
+            if arg in self._names(kind):
+                self.client.load_vector(kind, arg)
+                self.info(f"loaded {kind} '{arg}'")
+                return
+        raise ReplError(f"no persona or trait named '{arg}'")
+
+    def cmd_status(self, arg: str) -> None:
+        from clients.cli import format_status
+        for line in format_status(self.client.status()):
+            self.info(line)
+
+    def cmd_reset(self, arg: str) -> None:
+        self.state.messages.clear()
+        self.info("conversation cleared")
+
+    # --- chat ------------------------------------------------------------------------------
+    def send(self, text: str) -> None:
+        self.state.messages.append({"role": "user", "content": text})
+        out = self.console.file
+        answer, thinking = [], False
+        try:
+            for piece in self.client.chat_stream(self.state.messages, **self.state.steering(),
+                                                 **self.gen):
+                if piece.reasoning:
+                    if not thinking:
+                        self.console.print("[thinking] ", style="dim", end="")
+                        thinking = True
+                    self.console.print(piece.reasoning, style="dim", end="", markup=False,
+                                       highlight=False)
+                if piece.content:
+                    if thinking:
+                        out.write("\n")
+                        thinking = False
+                    out.write(piece.content)
+                    out.flush()
+                    answer.append(piece.content)
+        except KeyboardInterrupt:
+            out.write("\n")
+            self.info("(stopped)")
+        except (PersonaSteerError, ServerUnreachable):
+            self.state.messages.pop()
+            if answer:
+                out.write("\n")
+            raise
+        out.write("\n")
+        out.flush()
+        if answer:
+            self.state.messages.append({"role": "assistant", "content": "".join(answer)})
+        else:
+            self.state.messages.pop()
+
+    def handle(self, line: str) -> None:
+        line = line.strip()
+        if not line:
+            return
+        try:
+            if line.startswith("/"):
+                self.command(line)
+            else:
+                self.send(line)
+        except ReplError as err:
+            self.error(str(err))
+        except ServerUnreachable as err:
+            self.error(str(err))
+        except PersonaSteerError as err:
+            self.error(str(err))
+
+
+def _line_reader(interactive: bool, history_path, prompt: Callable[[], str]):
+    if interactive:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import FileHistory, InMemoryHistory
+
+        history = InMemoryHistory()
+        if history_path is not None:
+            try:
+                history_path.parent.mkdir(parents=True, exist_ok=True)
+                history = FileHistory(str(history_path))
+            except OSError:
+                pass
+        session = PromptSession(history=history)
+        while True:
+            try:
+                line = session.prompt(prompt())
+            except KeyboardInterrupt:
+                continue  # Ctrl-C at the prompt clears the line
+            yield line
+    else:
+        for line in sys.stdin:
+            yield line.rstrip("\n")
+
+
+def run_repl(client: PersonaSteerClient, steering: dict[str, Any], args) -> int:
+    from persona_steer.cli import CLIError
+
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    console = Console(highlight=False)
+    state = ChatState(persona=steering.get("persona"), strength=steering.get("strength"),
+                      blend=steering.get("blend") or {}, traits=steering.get("traits") or {},
+                      safety=steering.get("safety"))
+    if args.system:
+        state.messages.append({"role": "system", "content": args.system})
+    gen = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed,
+           "model": args.model, "thinking": None if args.thinking is None else args.thinking == "on"}
+    repl = Repl(client, state, console, gen)
+    try:
+        st = client.status()
+    except ServerUnreachable as err:
+        raise CLIError(f"{err} (start one with `persona-steer serve`, or pass --url)") from None
+    except PersonaSteerError as err:
+        raise CLIError(str(err)) from None
+    model = st.get("model")
+    if isinstance(model, dict):
+        model = model.get("name") or model.get("id")
+    repl.info(f"connected to {client.base_url} (model {model}); /help for commands, /quit to leave")
+    repl.info(f"steering: {state.summary()}")
+
+    history_path = None
+    if not getattr(args, "no_history", False):
+        try:
+            from persona_steer.config import load_config
+            history_path = load_config(args.config, overrides=args.overrides).path("cache") \
+                / "chat_history"
+        except Exception:  # noqa: BLE001 - history is a convenience only
+            history_path = None
+    reader = _line_reader(interactive, history_path, lambda: f"[{state.summary()}] you> ")
+    while not repl.done:
+        try:
+            line = next(reader)
+        except (EOFError, StopIteration):
+            break
+        if not interactive:
+            console.print(f"you> {line}", markup=False, highlight=False)
+        repl.handle(line)
+    repl.info("bye")
+    return 0
