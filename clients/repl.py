@@ -210,7 +210,7 @@ class Repl:
                                                  **self.gen):
                 if piece.reasoning:
                     if not thinking:
-                        self.console.print("[thinking] ", style="dim", end="")
+                        self.console.print("[thinking] ", style="dim", end="", markup=False)
                         thinking = True
                     self.console.print(piece.reasoning, style="dim", end="", markup=False,
                                        highlight=False)

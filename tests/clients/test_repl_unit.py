@@ -1,0 +1,116 @@
+"""Unit tests of the chat REPL's command handling, with a fake client (no server)."""
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from clients.client import ChatDelta, PersonaSteerError
+from clients.repl import ChatState, Repl
+
+
+class FakeClient:
+    def __init__(self):
+        self.calls = []
+        self.fail_with = None
+
+    def list_vectors(self, kind):
+        return [{"name": "pirate", "loaded": True}, {"name": "robot"}] if kind == "persona" \
+            else [{"name": "formal"}]
+
+    def load_vector(self, kind, name):
+        self.calls.append(("load", kind, name))
+
+    def status(self):
+        return {"model": "m", "engine": "ready", "steering_scale": 1.0,
+                "loaded": {"personas": ["pirate"], "traits": []}}
+
+    def chat_stream(self, messages, **kw):
+        self.calls.append(("chat", [dict(m) for m in messages], kw))
+        if self.fail_with:
+            raise self.fail_with
+        yield ChatDelta(reasoning="hmm")
+        yield ChatDelta(content="Ahoy")
+        yield ChatDelta(content=" there", finish_reason="stop")
+
+
+@pytest.fixture()
+def repl():
+    out = io.StringIO()
+    r = Repl(FakeClient(), ChatState(), Console(file=out, width=200, color_system=None), {})
+    r.out = out
+    return r
+
+
+def said(r) -> str:
+    return r.out.getvalue()
+
+
+@pytest.mark.parametrize("line,message", [
+    ("/bogus", "unknown command '/bogus'"),
+    ("/strength 5", "strength must be between 0.0 and 2.0, got 5"),
+    ("/strength abc", "strength must be a number, got 'abc'"),
+    ("/strength nan", "strength must be finite"),
+    ("/persona nobody", "unknown persona 'nobody' (available: pirate, robot)"),
+    ("/persona", "usage: /persona NAME"),
+    ("/blend pirate=0.5", "must look like name:weight"),
+    ("/blend pirate:x", "weight 'x' is not a number"),
+    ("/blend BAD!:0.5", "invalid name"),
+    ("/trait nosuch:0.4", "unknown trait 'nosuch' (available: formal)"),
+    ("/trait", "needs name:weight pairs"),
+    ("/safety maybe", "usage: /safety on|off"),
+    ("/load ghost", "no persona or trait named 'ghost'"),
+])
+def test_bad_commands_give_one_error_line_and_keep_state(repl, line, message):
+    before = repl.state.steering()
+    repl.handle(line)
+    lines = [l for l in said(repl).splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert repl.state.steering() == before and not repl.done
+
+
+def test_steering_commands_change_state(repl):
+    repl.handle("/persona pirate")
+    repl.handle("/strength 0.7")
+    repl.handle("/trait formal:-0.4")
+    repl.handle("/safety on")
+    assert repl.state.steering() == {"persona": "pirate", "strength": 0.7, "blend": None,
+                                     "traits": {"formal": -0.4}, "safety": True}
+    assert repl.state.summary() == "pirate×0.7 +formal:-0.4 safety on"
+    repl.handle("/blend pirate:0.5,robot:0.3")
+    assert repl.state.persona is None and repl.state.blend == {"pirate": 0.5, "robot": 0.3}
+    repl.handle("/trait formal:0")
+    assert repl.state.traits == {}
+    repl.handle("/none")
+    assert repl.state.summary() == "no steering"
+
+
+def test_message_streams_and_history_grows(repl):
+    repl.handle("/persona pirate")
+    repl.handle("hello")
+    assert "Ahoy there" in said(repl) and "[thinking] hmm" in said(repl)
+    kind, messages, kw = repl.client.calls[-1]
+    assert messages == [{"role": "user", "content": "hello"}]
+    assert kw["persona"] == "pirate"
+    assert repl.state.messages[-1] == {"role": "assistant", "content": "Ahoy there"}
+    repl.handle("/reset")
+    assert repl.state.messages == []
+
+
+def test_server_error_on_message_keeps_session(repl):
+    repl.client.fail_with = PersonaSteerError("unknown trait 'x'", 404, param="traits")
+    repl.handle("hello")
+    assert "error: HTTP 404: unknown trait 'x' (param: traits)" in said(repl)
+    assert repl.state.messages == [] and not repl.done
+
+
+def test_load_status_list_quit(repl):
+    repl.handle("/load formal")
+    assert repl.client.calls[-1] == ("load", "trait", "formal")
+    repl.handle("/status")
+    repl.handle("/list")
+    text = said(repl)
+    assert "engine:         ready" in text and "personas: pirate (loaded), robot" in text
+    repl.handle("/quit")
+    assert repl.done
