@@ -113,6 +113,9 @@ def import_vector(path: str | Path, *, name: str, kind: str, model: str,
         if outside:
             raise VectorFormatError(
                 f"{path.name}: has layers {outside}, the model has {num_layers} layers (0-{num_layers - 1})")
+    bad = sorted(i for i, v in per_layer.items() if not bool(torch.isfinite(v).all()))
+    if bad:  # checked before the zero-row filter, which NaN rows would otherwise slip through
+        raise VectorFormatError(f"{path.name}: 'vectors' contains NaN or Inf (layers {bad})")
     # Layers whose row is all zeros carry nothing; drop them so they cost nothing.
     per_layer = {i: v for i, v in per_layer.items() if bool(v.abs().sum() > 0)}
     if not per_layer:
