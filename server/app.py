@@ -1,0 +1,159 @@
+"""The FastAPI application factory: lifespan (engine start in the background, job manager,
+SIGHUP key reload), error handlers, CORS, API-key dependency, body-size limit, metrics.
+
+    app = create_app(settings)        # then uvicorn.run(app, ...)
+
+Everything except /health, the WebSocket handshake (it checks the key itself: header or
+`?api_key=`) and the static web page requires `Authorization: Bearer <server.api_key>` when a
+key is configured.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from persona_steer.config import Settings
+
+from server import routes_api, routes_jobs, routes_openai
+from server.errors import APIError, error_body, install_handlers
+from server.jobs import JobManager
+from server.state import ServerState, start_engine
+
+log = logging.getLogger("persona_steer.server")
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+async def require_key(request: Request) -> None:
+    state: ServerState = request.app.state.ps
+    if state.api_key is None:
+        return
+    auth = request.headers.get("authorization", "")
+    token = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+    if token != state.api_key:
+        raise APIError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                       code="invalid_api_key")
+
+
+class LimitsMiddleware:
+    """Pure ASGI: refuse bodies over max_body_bytes with 413 (Content-Length or streamed),
+    and count error responses for /metrics."""
+
+    def __init__(self, app, state: ServerState):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.state.settings.server.max_body_bytes
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            return await self._too_large(send, limit)
+        # Read the whole body first (it is bounded), then replay it to the app.
+        chunks, seen = [], 0
+        if scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    return
+                body = msg.get("body", b"")
+                seen += len(body)
+                if seen > limit:
+                    return await self._too_large(send, limit)
+                chunks.append(body)
+                if not msg.get("more_body", False):
+                    break
+        pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replay_receive():
+            if pending:
+                return pending.pop()
+            return await receive()
+
+        async def counting_send(msg):
+            if msg["type"] == "http.response.start" and msg["status"] >= 400:
+                self.state.metrics.errors.labels(str(msg["status"])).inc()
+            await send(msg)
+
+        await self.app(scope, replay_receive, counting_send)
+
+    async def _too_large(self, send, limit: int) -> None:
+        import json
+        body = json.dumps(error_body(f"request body larger than {limit} bytes "
+                                     "(server.max_body_bytes)", "request_too_large", None,
+                                     "body_too_large")).encode()
+        self.state.metrics.errors.labels("413").inc()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(settings: Settings, *, config_path: Optional[str] = None,
+               overrides: Optional[list[str]] = None,
+               engine_factory: Optional[Callable[[ServerState], Any]] = None,
+               job_backend: Optional[dict] = None) -> FastAPI:
+    state = ServerState(settings, config_path=config_path, overrides=list(overrides or []))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loop = asyncio.get_running_loop()
+        start_engine(state, engine_factory)
+        backend = job_backend if job_backend is not None else {
+            "rollout_backend": "openai", "base_url": settings.server_url + "/v1",
+            "api_key": state.api_key}
+        state.jobs = JobManager(settings, backend=backend,
+                                on_success=lambda r: state.set_loaded(r["kind"], r["name"], True))
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, _reload, state)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(signal.SIGHUP)
+            await state.jobs.shutdown()
+            state.engine_state = "stopped"
+            if state.engine is not None:
+                with contextlib.suppress(Exception):
+                    state.engine.shutdown()
+
+    app = FastAPI(title="persona-steer", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible server that steers a Qwen3 model with persona "
+                              "and trait vectors per request.")
+    app.state.ps = state
+    install_handlers(app)
+    auth = [Depends(require_key)]
+    app.include_router(routes_api.public)
+    app.include_router(routes_openai.router, dependencies=auth, tags=["openai"])
+    app.include_router(routes_api.router, dependencies=auth, tags=["api"])
+    app.include_router(routes_jobs.router, dependencies=auth, tags=["jobs"])
+
+    if (STATIC_DIR / "index.html").is_file():
+        app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static")
+    else:
+        @app.get("/", include_in_schema=False)
+        async def placeholder():
+            return HTMLResponse("<!doctype html><title>persona-steer</title>"
+                                "<p>persona-steer server: see /docs and /v1/models.</p>")
+
+    app.add_middleware(CORSMiddleware, allow_origins=settings.server.cors_origins,
+                       allow_methods=["*"], allow_headers=["*"],
+                       allow_credentials="*" not in settings.server.cors_origins)
+    app.add_middleware(LimitsMiddleware, state=state)
+    return app
+
+
+def _reload(state: ServerState) -> None:
+    try:
+        state.reload_api_key()
+    except Exception as err:  # keep serving with the old key
+        log.error("config reload failed, keeping the old settings: %s", err)

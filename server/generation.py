@@ -1,0 +1,375 @@
+"""From an API request to engine requests and back: steering resolution, prompts, sampling
+parameters, thinking split, logprobs, and the OpenAI response/chunk shapes.
+
+Steering per request: the API fields become a `SteeringSpec` (scale = the server's current
+global steering scale), every vector it names is checked against the store and the served
+model and content-hashed, and the request goes to the engine with
+`SamplingParams.extra_args = {"steering": {..., "hashes": {...}}}` plus a prefix-cache salt
+derived from the full config. A request whose spec is a no-op passes no steering at all.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Optional
+
+from persona_steer.resolve import content_hashes
+from persona_steer.steering_spec import SteeringSpec, SteeringSpecError, build_spec
+from persona_steer.store import VectorNotFound
+from persona_steer.vector_format import VectorFormatError
+
+from server.errors import APIError
+from server.state import PERSONA_MODEL_PREFIX, ServerState, model_ids
+
+THINK_START, THINK_END = "<think>", "</think>"
+
+
+# --- steering ------------------------------------------------------------------------------
+@dataclass
+class Steering:
+    spec: Optional[SteeringSpec]          # None: unsteered (no-op spec included)
+    extra_args: Optional[dict]
+    cache_salt: Optional[str]
+    applied: dict                          # echoed to the client
+
+    @property
+    def steered(self) -> bool:
+        return self.spec is not None
+
+
+def persona_from_model(state: ServerState, model: Optional[str]) -> Optional[str]:
+    """`model` may be the base id (or omitted): no persona; or `persona:<name>`."""
+    if model is None or model == "" or model == state.model_id:
+        return None
+    if model.startswith(PERSONA_MODEL_PREFIX):
+        return model[len(PERSONA_MODEL_PREFIX):]
+    raise APIError(404, f"unknown model '{model}' (available: {', '.join(model_ids(state))})",
+                   param="model", code="model_not_found")
+
+
+def resolve_steering(state: ServerState, fields: Any, model: Optional[str] = None) -> Steering:
+    """API steering fields (+ persona chosen via `model`) -> checked, hashed steering."""
+    s = state.settings.steering
+    persona = getattr(fields, "persona", None)
+    from_model = persona_from_model(state, model)
+    if from_model is not None:
+        if persona not in (None, "", from_model):
+            raise APIError(400, f"model '{model}' selects persona '{from_model}' but the request "
+                                f"also names persona '{persona}'", param="persona",
+                           code="conflicting_persona")
+        persona = from_model
+    spec = build_spec(persona=persona, strength=getattr(fields, "strength", None),
+                      blend=getattr(fields, "blend", None), traits=getattr(fields, "traits", None),
+                      scale=state.scale, safety=getattr(fields, "safety", None),
+                      default_strength=s.default_strength, default_safety=s.safety.default,
+                      max_weight=s.max_weight)
+    if spec.is_noop:
+        return Steering(None, None, None, {**spec.to_dict(), "steered": False})
+    for kind, name, _ in spec.weighted():
+        if not state.is_loaded(kind, name):
+            raise APIError(404, f"{kind} '{name}' is not loaded (loaded: "
+                                f"{', '.join(state.loaded(kind)) or 'none'}); load it with "
+                                f"POST /api/{kind}s/{name}/load", param=kind,
+                           code=f"{kind}_not_loaded")
+    hashes = content_hashes(spec, state.store, state.shape)   # VectorNotFound / format errors
+    extra = spec.to_extra_args()
+    extra["steering"]["hashes"] = hashes
+    salt = spec.cache_key(hashes, state.scale)
+    return Steering(spec, extra, salt, {**spec.to_dict(), "steered": True})
+
+
+# --- thinking --------------------------------------------------------------------------------
+@dataclass
+class ThinkConfig:
+    """How to get `<think>` tags into the text: if the tokenizer marks them special, decoding must
+    keep special tokens and we strip the other special tokens ourselves."""
+    has_tags: bool = False
+    tags_special: bool = False
+    strip_tokens: tuple[str, ...] = ()
+
+    @classmethod
+    def from_tokenizer(cls, tok) -> "ThinkConfig":
+        vocab = tok.get_vocab() if hasattr(tok, "get_vocab") else {}
+        has = THINK_START in vocab and THINK_END in vocab
+        special = set(getattr(tok, "all_special_tokens", []) or [])
+        tags_special = has and (THINK_START in special or THINK_END in special)
+        strip = tuple(sorted((t for t in special if t not in (THINK_START, THINK_END)),
+                             key=len, reverse=True))
+        return cls(has, tags_special, strip)
+
+
+class ThinkSplitter:
+    """Splits generated text into (reasoning, content) as tokens arrive, like vLLM's Qwen3
+    reasoning parser: text between `<think>` and `</think>` is reasoning."""
+
+    _TAG = re.compile(r"(<think>|</think>)")
+
+    def __init__(self, cfg: ThinkConfig, start_in_reasoning: bool = False):
+        self.cfg = cfg
+        self.in_reasoning = start_in_reasoning
+        self.seen_reasoning = start_in_reasoning
+        self._lstrip = False
+
+    def feed(self, text: str) -> tuple[str, str]:
+        for tok in self.cfg.strip_tokens:
+            if tok in text:
+                text = text.replace(tok, "")
+        reasoning, content = [], []
+        for part in self._TAG.split(text):
+            if part == THINK_START:
+                self.in_reasoning = self.seen_reasoning = True
+            elif part == THINK_END:
+                self.in_reasoning = False
+                self.seen_reasoning = True
+                self._lstrip = True
+            elif part:
+                if self.in_reasoning:
+                    reasoning.append(part)
+                else:
+                    if self._lstrip:
+                        part = part.lstrip("\n")
+                        if not part:
+                            continue
+                        self._lstrip = False
+                    content.append(part)
+        return "".join(reasoning), "".join(content)
+
+
+# --- prompts and sampling ---------------------------------------------------------------------
+def chat_prompt(state: ServerState, messages: list, template_kwargs: Optional[dict]) -> tuple[list[int], str]:
+    msgs = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            for m in messages]
+    kwargs = dict(template_kwargs or {})
+    for bad in ("messages", "tokenize", "add_generation_prompt", "conversation"):
+        kwargs.pop(bad, None)
+    try:
+        text = state.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True,
+                                                   **kwargs)
+    except Exception as err:
+        raise APIError(400, f"chat template failed: {err}", param="messages",
+                       code="chat_template_error") from None
+    ids = state.tokenizer.encode(text, add_special_tokens=False)
+    return list(ids), text
+
+
+def text_prompt(state: ServerState, prompt: Any) -> list[int]:
+    if isinstance(prompt, list):
+        vocab = getattr(state.engine.model_config.hf_config, "vocab_size", None)
+        if vocab is not None and any(not 0 <= t < vocab for t in prompt):
+            raise APIError(400, f"prompt token ids must be in [0, {vocab})", param="prompt")
+        return list(prompt)
+    return list(state.tokenizer.encode(prompt))
+
+
+def max_tokens_for(state: ServerState, n_prompt: int, requested: Optional[int]) -> int:
+    limit = state.settings.model.max_model_len
+    if n_prompt >= limit:
+        raise APIError(400, f"the prompt has {n_prompt} tokens; this model's context is {limit}",
+                       param="messages", code="context_length_exceeded")
+    room = limit - n_prompt
+    if requested is None:
+        return room
+    if requested > room:
+        raise APIError(400, f"max_tokens={requested} plus the prompt's {n_prompt} tokens exceeds "
+                            f"the context length {limit} (at most {room})", param="max_tokens",
+                       code="context_length_exceeded")
+    return requested
+
+
+def sampling_params(req: Any, max_tokens: int, steering: Steering, *, stream: bool,
+                    logprobs: Optional[int], skip_special_tokens: bool = True):
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+    structured = None
+    rf = getattr(req, "response_format", None)
+    if rf is not None and rf.type == "json_object":
+        structured = StructuredOutputsParams(json_object=True)
+    elif rf is not None and rf.type == "json_schema":
+        js = rf.json_schema or {}
+        schema = js.get("schema")
+        if not isinstance(schema, dict):
+            raise APIError(400, "response_format.json_schema.schema must be a JSON schema object",
+                           param="response_format")
+        structured = StructuredOutputsParams(json=schema)
+    kw: dict[str, Any] = dict(
+        n=req.n, max_tokens=max_tokens,
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        seed=req.seed, stop=req.stop, logprobs=logprobs,
+        presence_penalty=req.presence_penalty or 0.0,
+        frequency_penalty=req.frequency_penalty or 0.0,
+        skip_special_tokens=skip_special_tokens,
+        output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
+        structured_outputs=structured,
+    )
+    if steering.extra_args is not None:
+        kw["extra_args"] = steering.extra_args
+    try:
+        return SamplingParams(**kw)
+    except Exception as err:   # VLLMValidationError, ValueError, TypeError
+        param = getattr(err, "parameter", None)
+        raise APIError(400, str(err), param=param, code="invalid_request") from None
+
+
+def engine_prompt(ids: list[int], steering: Steering) -> dict:
+    p: dict[str, Any] = {"prompt_token_ids": ids}
+    if steering.cache_salt:
+        p["cache_salt"] = steering.cache_salt
+    return p
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+async def generate(state: ServerState, prompt: dict, params, request_id: str,
+                   steered: bool) -> AsyncIterator[Any]:
+    """Engine outputs for one prompt; counts tokens; aborts the engine request on cancel."""
+    if state.engine is None:
+        raise APIError(503, f"engine not ready ({state.engine_state})", code="engine_not_ready")
+    label = "true" if steered else "false"
+    state.metrics.prompt_tokens.labels(label).inc(len(prompt["prompt_token_ids"]) * params.n)
+    state.in_flight += 1
+    state.metrics.running.inc()
+    finished = False
+    try:
+        async for out in state.engine.generate(prompt, params, request_id):
+            # DELTA outputs carry new tokens only; FINAL_ONLY yields once with all of them.
+            state.metrics.completion_tokens.labels(label).inc(
+                sum(len(o.token_ids) for o in out.outputs))
+            finished = out.finished
+            yield out
+    except (asyncio.CancelledError, GeneratorExit):
+        state.metrics.aborted.inc()
+        raise
+    except APIError:
+        raise
+    except Exception as err:
+        raise engine_error(err) from None
+    finally:
+        state.in_flight -= 1
+        state.metrics.running.dec()
+        if not finished:
+            try:
+                await state.engine.abort(request_id)
+            except Exception:
+                pass
+
+
+def engine_error(err: BaseException) -> APIError:
+    """vLLM errors -> HTTP: validation problems are the client's (400), a dead engine is 503."""
+    chain, e = [], err
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    names = {c.__name__ for x in chain for c in type(x).__mro__}
+    if "EngineDeadError" in names:
+        return APIError(503, "the engine has stopped; restart the server", code="engine_dead")
+    for x in chain:
+        xn = {c.__name__ for c in type(x).__mro__}
+        if xn & {"VLLMValidationError", "VLLMClientError", "ValueError", "SteeringSpecError"}:
+            return APIError(400, str(x) or type(x).__name__, code="invalid_request")
+        if "VectorNotFound" in xn or "KeyError" in xn and "not found" in str(x):
+            return APIError(404, str(x))
+    root = chain[-1]
+    return APIError(500, f"generation failed ({type(root).__name__})", code="generation_failed")
+
+
+async def merge(gens: list[AsyncIterator[Any]]) -> AsyncIterator[tuple[int, Any]]:
+    """Interleave several async generators: yields (which, item)."""
+    if len(gens) == 1:
+        async for item in gens[0]:
+            yield 0, item
+        return
+    q: asyncio.Queue = asyncio.Queue()
+    done = object()
+
+    async def pump(i, g):
+        try:
+            async for item in g:
+                await q.put((i, item))
+        except BaseException as err:  # forwarded to the consumer
+            await q.put((i, err))
+        finally:
+            await q.put((i, done))
+
+    tasks = [asyncio.create_task(pump(i, g)) for i, g in enumerate(gens)]
+    remaining = len(gens)
+    try:
+        while remaining:
+            i, item = await q.get()
+            if item is done:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield i, item
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# --- logprobs ---------------------------------------------------------------------------------
+def _lp(x: float) -> float:
+    return -9999.0 if x is None or not math.isfinite(x) else float(x)
+
+
+def _tok(state: ServerState, tid: int, lp) -> str:
+    if lp is not None and getattr(lp, "decoded_token", None) is not None:
+        return lp.decoded_token
+    return state.tokenizer.decode([tid])
+
+
+def chat_logprobs(state: ServerState, token_ids, logprobs, top: int) -> Optional[list[dict]]:
+    if logprobs is None:
+        return None
+    out = []
+    for tid, entry in zip(token_ids, logprobs):
+        chosen = entry.get(tid)
+        tok = _tok(state, tid, chosen)
+        tops = sorted(((k, v) for k, v in entry.items() if v.rank is not None),
+                      key=lambda kv: kv[1].rank)[:top]
+        out.append({"token": tok, "logprob": _lp(chosen.logprob if chosen else None),
+                    "bytes": list(tok.encode("utf-8")),
+                    "top_logprobs": [{"token": _tok(state, k, v), "logprob": _lp(v.logprob),
+                                      "bytes": list(_tok(state, k, v).encode("utf-8"))}
+                                     for k, v in tops]})
+    return out
+
+
+def completion_logprobs(state: ServerState, token_ids, logprobs, top: int,
+                        offset: int = 0) -> Optional[dict]:
+    if logprobs is None:
+        return None
+    tokens, lps, tops, offsets = [], [], [], []
+    pos = offset
+    for tid, entry in zip(token_ids, logprobs):
+        chosen = entry.get(tid)
+        tok = _tok(state, tid, chosen)
+        tokens.append(tok)
+        lps.append(_lp(chosen.logprob if chosen else None))
+        ranked = sorted(((k, v) for k, v in entry.items() if v.rank is not None),
+                        key=lambda kv: kv[1].rank)[:top]
+        tops.append({_tok(state, k, v): _lp(v.logprob) for k, v in ranked} if top else None)
+        offsets.append(pos)
+        pos += len(tok)
+    return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def finish(reason: Optional[str]) -> Optional[str]:
+    return None if reason is None else ("stop" if reason in ("stop", "abort") else reason)
+
+
+def now() -> int:
+    return int(time.time())

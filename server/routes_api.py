@@ -1,0 +1,388 @@
+"""The original system's REST API plus operations endpoints.
+
+/health /metrics /api/status, personas and traits CRUD (+ load/unload, vector upload and
+download), /api/vectors/similarity, /api/chat, /api/steering-scale, WS /ws/chat.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any, AsyncIterator
+
+import torch
+from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from pydantic import ValidationError
+
+from persona_steer.store import VectorNotFound
+from persona_steer.vector_format import SteeringVector, VectorFormatError, validate_name
+
+from server import generation as g
+from server.errors import APIError, error_body, to_api_error
+from server.routes_openai import get_state, ready_state
+from server.schemas import ScaleRequest, SimpleChatRequest
+from server.state import ServerState
+
+log = logging.getLogger("persona_steer.server")
+
+router = APIRouter()          # needs the API key (when set)
+public = APIRouter()          # /health only
+KIND_OF = {"personas": "persona", "traits": "trait"}
+
+
+# --- health / metrics / status ---------------------------------------------------------------
+@public.get("/health")
+async def health(request: Request):
+    state = get_state(request)
+    if state.engine_state == "ready":
+        return {"status": "ok", "engine": "ready"}
+    msg = (f"engine failed to start: {state.engine_error}" if state.engine_state == "failed"
+           else f"engine {state.engine_state}")
+    return JSONResponse(error_body(msg, "service_unavailable", None, "engine_not_ready"),
+                        status_code=503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request):
+    state = get_state(request)
+    body = generate_latest(state.metrics.registry) + generate_latest(REGISTRY)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def engine_counts(state: ServerState) -> dict[str, Any]:
+    eng = state.engine
+    unfinished = eng.get_num_unfinished_requests() if eng is not None else 0
+    return {"running_requests": unfinished, "in_flight": state.in_flight}
+
+
+@router.get("/api/status")
+async def status(request: Request):
+    state = get_state(request)
+    shape = state.shape
+    return {
+        "model": state.model_id,
+        "model_path": state.model_path,
+        "engine": state.engine_state,
+        "engine_error": state.engine_error,
+        "hidden_size": shape.hidden_size if shape else None,
+        "num_layers": shape.num_layers if shape else None,
+        "steerable_layers": list(shape.steerable_layers) if shape and shape.steerable_layers else None,
+        "steering_scale": state.scale,
+        "default_strength": state.settings.steering.default_strength,
+        "max_weight": state.settings.steering.max_weight,
+        "safety_default": state.settings.steering.safety.default,
+        "axis": state.store.exists("axis", "assistant_axis"),
+        "loaded": {"personas": state.loaded("persona"), "traits": state.loaded("trait")},
+        "available": {"personas": state.store.names("persona"),
+                      "traits": state.store.names("trait")},
+        "store_errors": dict(state.store.errors),
+        **engine_counts(state),
+        "jobs": state.jobs.summary() if state.jobs else {},
+        "auth": state.api_key is not None,
+    }
+
+
+# --- vectors ---------------------------------------------------------------------------------
+def _kind(collection: str) -> str:
+    return KIND_OF[collection]
+
+
+def _name(name: str) -> str:
+    try:
+        return validate_name(name)
+    except VectorFormatError as err:
+        raise APIError(400, str(err), param="name", code="invalid_name") from None
+
+
+def _entry(state: ServerState, e) -> dict:
+    d = e.to_dict()
+    d["loaded"] = state.is_loaded(e.kind, e.name)
+    return d
+
+
+def _list(state: ServerState, kind: str) -> dict:
+    entries = state.store.list(kind)
+    errors = {k: v for k, v in state.store.errors.items() if k.startswith(kind + "/")}
+    return {f"{kind}s": [_entry(state, e) for e in entries], "errors": errors}
+
+
+@router.get("/api/personas")
+async def list_personas(request: Request):
+    return _list(get_state(request), "persona")
+
+
+@router.get("/api/traits")
+async def list_traits(request: Request):
+    return _list(get_state(request), "trait")
+
+
+def _register_vector_routes(collection: str) -> None:
+    kind = _kind(collection)
+
+    @router.get(f"/api/{collection}/{{name}}", name=f"get_{kind}")
+    async def get_vector(name: str, request: Request):
+        state = get_state(request)
+        info = state.store.info(kind, _name(name))
+        info["loaded"] = state.is_loaded(kind, name)
+        return info
+
+    @router.delete(f"/api/{collection}/{{name}}", name=f"delete_{kind}")
+    async def delete_vector(name: str, request: Request):
+        state = get_state(request)
+        state.store.delete(kind, _name(name))
+        state.unloaded[kind].discard(name)
+        return {"deleted": name, "kind": kind}
+
+    @router.post(f"/api/{collection}/{{name}}/load", name=f"load_{kind}")
+    async def load_vector(name: str, request: Request):
+        state = get_state(request)
+        _name(name)
+        if state.shape is not None:
+            from persona_steer.resolve import load_checked
+            load_checked(state.store, kind, name, state.shape)   # 404 / 400 if unusable
+        else:
+            state.store.load(kind, name)
+        state.set_loaded(kind, name, True)
+        return {"name": name, "kind": kind, "loaded": True}
+
+    @router.post(f"/api/{collection}/{{name}}/unload", name=f"unload_{kind}")
+    async def unload_vector(name: str, request: Request):
+        state = get_state(request)
+        _name(name)
+        if not state.store.exists(kind, name):
+            raise VectorNotFound(kind, name, state.store.names(kind))
+        state.set_loaded(kind, name, False)
+        return {"name": name, "kind": kind, "loaded": False}
+
+    @router.get(f"/api/{collection}/{{name}}/vector", name=f"download_{kind}")
+    async def download_vector(name: str, request: Request):
+        state = get_state(request)
+        path = state.store.path_for(kind, _name(name))
+        if not path.is_file():
+            raise VectorNotFound(kind, name, state.store.names(kind))
+        state.store.load(kind, name)             # refuse to hand out a corrupt file
+        return Response(path.read_bytes(), media_type="application/octet-stream",
+                        headers={"Content-Disposition":
+                                 f'attachment; filename="{name}.safetensors"'})
+
+    @router.put(f"/api/{collection}/{{name}}/vector", name=f"upload_{kind}")
+    async def upload_vector(name: str, request: Request):
+        state = get_state(request)
+        _name(name)
+        data = await request.body()
+        if not data:
+            raise APIError(400, "empty body: send the safetensors file as the request body",
+                           code="invalid_vector")
+        vec = SteeringVector.from_bytes(data, expect_kind=kind)
+        if vec.name != name:       # a vector may be stored under a new name
+            vec.name = name
+            vec.metadata["name"] = name
+            vec.validate()
+        if state.shape is None:
+            raise APIError(503, "engine not ready; the vector cannot be checked yet",
+                           code="engine_not_ready")
+        vec.check_compatible(state.shape.hidden_size, state.model_id, state.shape.num_layers)
+        existed = state.store.exists(kind, name)
+        state.store.save(vec)
+        state.set_loaded(kind, name, True)
+        return JSONResponse({"name": name, "kind": kind, "replaced": existed,
+                             "content_hash": vec.content_hash(), "layers": vec.layers.tolist()},
+                            status_code=200 if existed else 201)
+
+
+_register_vector_routes("personas")
+_register_vector_routes("traits")
+
+
+@router.get("/api/vectors/similarity")
+async def similarity(request: Request, layer: int | None = Query(None, ge=0),
+                     kind: str = Query("persona", pattern="^(persona|trait)$")):
+    """Cosine similarity between every pair of vectors of `kind` at one layer."""
+    state = get_state(request)
+    if layer is None:
+        layer = state.shape.num_layers // 2 if state.shape else 0
+    if state.shape is not None and layer >= state.shape.num_layers:
+        raise APIError(400, f"layer {layer} out of range (the model has "
+                            f"{state.shape.num_layers} layers)", param="layer")
+    names, rows, missing = [], [], []
+    for e in state.store.list(kind):
+        vec = state.store.load(kind, e.name)
+        per = vec.per_layer()
+        if layer in per:
+            names.append(e.name)
+            rows.append(per[layer])
+        else:
+            missing.append(e.name)
+    matrix: list[list[float]] = []
+    if rows:
+        m = torch.stack(rows).double()
+        m = m / m.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        matrix = [[round(float(x), 6) for x in r] for r in (m @ m.T)]
+    return {"kind": kind, "layer": layer, "names": names, "matrix": matrix, "missing": missing}
+
+
+# --- steering scale -------------------------------------------------------------------------
+@router.get("/api/steering-scale")
+async def get_scale(request: Request):
+    return {"steering_scale": get_state(request).scale}
+
+
+@router.post("/api/steering-scale")
+async def set_scale(body: ScaleRequest, request: Request):
+    state = get_state(request)
+    bound = state.settings.steering.max_weight
+    if abs(body.scale) > bound:
+        raise APIError(400, f"scale={body.scale} is beyond the allowed bound ±{bound}",
+                       param="scale", code="invalid_steering")
+    state.scale = body.scale
+    return {"steering_scale": state.scale}
+
+
+# --- simple chat (REST + WebSocket) ---------------------------------------------------------
+async def simple_chat_events(state: ServerState, req: SimpleChatRequest) -> AsyncIterator[dict]:
+    """Events: start (id, steering), delta (content | reasoning), done (finish_reason, usage)."""
+    steering = g.resolve_steering(state, req)
+    state.metrics.requests.labels("api_chat", str(steering.steered).lower()).inc()
+    kwargs = {} if req.enable_thinking is None else {"enable_thinking": req.enable_thinking}
+    ids, text = g.chat_prompt(state, req.to_messages(), kwargs)
+    max_tokens = g.max_tokens_for(state, len(ids), req.max_tokens)
+    params = g.sampling_params(req_like(req), max_tokens, steering, stream=True, logprobs=None,
+                               skip_special_tokens=not state.think.tags_special)
+    rid = g.new_id("chat")
+    sp = g.ThinkSplitter(state.think, text.rstrip("\n").endswith(g.THINK_START))
+    yield {"type": "start", "id": rid, "steering": steering.applied}
+    n_out, reason = 0, None
+    async for out in g.generate(state, g.engine_prompt(ids, steering), params, rid,
+                                steering.steered):
+        o = out.outputs[0]
+        n_out += len(o.token_ids)
+        reasoning, content = sp.feed(o.text)
+        if reasoning:
+            yield {"type": "delta", "reasoning": reasoning}
+        if content:
+            yield {"type": "delta", "content": content}
+        reason = o.finish_reason or reason
+    yield {"type": "done", "finish_reason": g.finish(reason), "usage": g.usage(len(ids), n_out)}
+
+
+class req_like:
+    """Adapts SimpleChatRequest to the sampling fields `sampling_params` reads."""
+
+    def __init__(self, r: SimpleChatRequest):
+        self.n, self.temperature, self.top_p, self.seed = 1, r.temperature, r.top_p, r.seed
+        self.stop, self.presence_penalty, self.frequency_penalty = None, None, None
+        self.response_format = None
+
+
+@router.post("/api/chat")
+async def api_chat(req: SimpleChatRequest, request: Request):
+    state = ready_state(request)
+    content, reasoning, result = [], [], {}
+
+    async def consume():
+        async for ev in simple_chat_events(state, req):
+            if ev["type"] == "delta":
+                (content if "content" in ev else reasoning).append(ev.get("content") or
+                                                                   ev.get("reasoning"))
+            else:
+                result.update({k: v for k, v in ev.items() if k != "type"})
+
+    task = asyncio.create_task(consume())
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=0.25)
+        if done:
+            task.result()
+            break
+        if await request.is_disconnected():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            raise APIError(400, "client disconnected", code="client_disconnected")
+    return {"id": result.get("id"), "response": "".join(content),
+            "reasoning": "".join(reasoning) or None, "steering": result.get("steering"),
+            "finish_reason": result.get("finish_reason"), "usage": result.get("usage")}
+
+
+def ws_authorized(state: ServerState, ws: WebSocket) -> bool:
+    if state.api_key is None:
+        return True
+    auth = ws.headers.get("authorization", "")
+    token = auth[7:] if auth.lower().startswith("bearer ") else ws.query_params.get("api_key")
+    return token == state.api_key
+
+
+@public.websocket("/ws/chat")
+async def ws_chat(ws: WebSocket):
+    """Streaming chat over a WebSocket. Send {"message": ..., "persona": ..., ...} (the
+    /api/chat body); receive start/delta/done events; send {"type": "stop"} to stop."""
+    state: ServerState = ws.app.state.ps
+    await ws.accept()
+    if not ws_authorized(state, ws):
+        await ws.send_json({"type": "error", **error_body(
+            "missing or wrong API key (Authorization: Bearer <key> or ?api_key=)",
+            "authentication_error", None, "invalid_api_key")})
+        await ws.close(code=1008)
+        return
+    limit = state.settings.server.max_body_bytes
+    task: asyncio.Task | None = None
+
+    async def run(req: SimpleChatRequest):
+        try:
+            if state.engine is None:
+                raise APIError(503, f"engine not ready ({state.engine_state})",
+                               code="engine_not_ready")
+            async for ev in simple_chat_events(state, req):
+                await ws.send_json(ev)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await ws.send_json({"type": "stopped"})
+            raise
+        except Exception as err:
+            with contextlib.suppress(Exception):
+                await ws.send_json({"type": "error", **to_api_error(err).body()})
+
+    try:
+        while True:
+            raw = await ws.receive_text()
+            if len(raw.encode()) > limit:
+                await ws.send_json({"type": "error", **error_body(
+                    f"message larger than {limit} bytes", "request_too_large", None, None)})
+                continue
+            try:
+                msg = json.loads(raw)
+                if not isinstance(msg, dict):
+                    raise ValueError("a JSON object is expected")
+            except ValueError as err:
+                await ws.send_json({"type": "error", **error_body(
+                    f"not a JSON object: {err}", "invalid_request_error", None, None)})
+                continue
+            if msg.get("type") == "stop":
+                if task and not task.done():
+                    task.cancel()
+                continue
+            if task and not task.done():
+                await ws.send_json({"type": "error", **error_body(
+                    "a reply is still streaming; send {\"type\": \"stop\"} first",
+                    "invalid_request_error", None, "busy")})
+                continue
+            try:
+                req = SimpleChatRequest.model_validate({k: v for k, v in msg.items()
+                                                        if k != "type"})
+            except ValidationError as err:
+                e = err.errors()[0]
+                param = ".".join(str(p) for p in e["loc"]) or None
+                await ws.send_json({"type": "error", **error_body(
+                    f"{param}: {e['msg']}" if param else e["msg"], "invalid_request_error",
+                    param, "invalid_request")})
+                continue
+            task = asyncio.create_task(run(req))
+    except WebSocketDisconnect:
+        pass
+    finally:
+        if task and not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task

@@ -1,0 +1,131 @@
+"""Job endpoints: POST /api/personas (description or archetype), POST /api/traits (word +
+opposite) start extraction jobs; GET /api/jobs, GET /api/jobs/{id}, GET /api/jobs/{id}/events
+(SSE progress), DELETE /api/jobs/{id} (cancel)."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sse_starlette.sse import EventSourceResponse
+
+from persona_steer.vector_format import VectorFormatError, validate_name
+
+from server.errors import APIError
+from server.jobs import TERMINAL, public
+from server.routes_openai import get_state
+from server.schemas import PersonaCreate, TraitCreate
+
+router = APIRouter()
+
+
+def _jobs(request: Request):
+    state = get_state(request)
+    if state.jobs is None:
+        raise APIError(503, "jobs are not available yet", code="engine_not_ready")
+    return state, state.jobs
+
+
+def _check_name(name: str) -> str:
+    try:
+        return validate_name(name)
+    except VectorFormatError as err:
+        raise APIError(400, str(err), param="name", code="invalid_name") from None
+
+
+def _check_free(state, kind: str, name: str) -> None:
+    if state.store.exists(kind, name):
+        raise APIError(409, f"{kind} '{name}' already exists; delete it first",
+                       param="name", code="already_exists")
+    active = state.jobs.active_for(kind, name)
+    if active:
+        raise APIError(409, f"a job is already creating {kind} '{name}' (job {active['id']})",
+                       param="name", code="job_in_progress")
+
+
+def _archetypes(settings) -> list[str] | None:
+    try:
+        from extraction.archetypes import archetype_slugs
+        return list(archetype_slugs())
+    except Exception:
+        return None
+
+
+@router.post("/api/personas", status_code=202)
+async def create_persona(body: PersonaCreate, request: Request):
+    state, jobs = _jobs(request)
+    name = _check_name(body.name)
+    desc = (body.description or "").strip()
+    if bool(desc) == bool(body.archetype):
+        raise APIError(400, "give exactly one of `description` (non-empty) or `archetype`",
+                       param="description", code="invalid_request")
+    if body.archetype:
+        known = _archetypes(state.settings)
+        if known is not None and body.archetype not in known:
+            raise APIError(400, f"unknown archetype '{body.archetype}' (known: "
+                                f"{', '.join(known)})", param="archetype",
+                           code="unknown_archetype")
+    _check_free(state, "persona", name)
+    params = {"name": name, **({"description": desc} if desc else
+                               {"archetype": body.archetype})}
+    rec = jobs.submit("persona", params, name)
+    return JSONResponse({"job": public(rec)}, status_code=202,
+                        headers={"Location": f"/api/jobs/{rec['id']}"})
+
+
+@router.post("/api/traits", status_code=202)
+async def create_trait(body: TraitCreate, request: Request):
+    state, jobs = _jobs(request)
+    word, opposite = body.word.strip(), body.opposite.strip()
+    if not word or not opposite:
+        raise APIError(400, "word and opposite must be non-empty", param="word")
+    if word.lower() == opposite.lower():
+        raise APIError(400, f"word and opposite must differ (both '{word}')", param="opposite",
+                       code="invalid_request")
+    name = _check_name(body.name or word.lower().replace(" ", "_"))
+    _check_free(state, "trait", name)
+    rec = jobs.submit("trait", {"word": word, "opposite": opposite, "name": name}, name)
+    return JSONResponse({"job": public(rec)}, status_code=202,
+                        headers={"Location": f"/api/jobs/{rec['id']}"})
+
+
+@router.get("/api/jobs")
+async def list_jobs(request: Request):
+    _, jobs = _jobs(request)
+    return {"jobs": [public(r) for r in jobs.list()]}
+
+
+@router.get("/api/jobs/{job_id}")
+async def get_job(job_id: str, request: Request):
+    _, jobs = _jobs(request)
+    return public(jobs.get(job_id))
+
+
+@router.delete("/api/jobs/{job_id}")
+async def cancel_job(job_id: str, request: Request):
+    _, jobs = _jobs(request)
+    return public(jobs.cancel(job_id))
+
+
+@router.get("/api/jobs/{job_id}/events")
+async def job_events(job_id: str, request: Request):
+    """SSE: `event: <status|progress>` with the job record as data, until it ends."""
+    _, jobs = _jobs(request)
+    rec = jobs.get(job_id)
+    q = jobs.subscribe(job_id)
+
+    async def events():
+        try:
+            yield {"event": rec["status"], "data": json.dumps(public(rec))}
+            if rec["status"] in TERMINAL:
+                return
+            while True:
+                event, snap = await q.get()
+                yield {"event": event, "data": json.dumps(snap)}
+                if snap["status"] in TERMINAL:
+                    return
+        finally:
+            jobs.unsubscribe(job_id, q)
+
+    return EventSourceResponse(events(), sep="\n", ping=15)

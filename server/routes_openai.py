@@ -1,0 +1,283 @@
+"""OpenAI-compatible endpoints: /v1/models, /v1/chat/completions, /v1/completions.
+
+Model ids: the base model id (settings.model.name) and `persona:<name>` for every loaded
+persona. `model: "persona:pirate"` is the same as `persona: "pirate"` at the default strength.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any, AsyncIterator, Optional
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from sse_starlette.sse import EventSourceResponse
+
+from server import generation as g
+from server.errors import APIError, to_api_error
+from server.schemas import ChatCompletionRequest, CompletionRequest
+from server.state import PERSONA_MODEL_PREFIX, ServerState, model_ids
+
+router = APIRouter()
+
+
+def get_state(request: Request) -> ServerState:
+    return request.app.state.ps
+
+
+def ready_state(request: Request) -> ServerState:
+    state = get_state(request)
+    if state.engine is None:
+        msg = (f"engine failed to start: {state.engine_error}" if state.engine_state == "failed"
+               else f"engine not ready ({state.engine_state}); retry shortly")
+        raise APIError(503, msg, code="engine_not_ready")
+    return state
+
+
+@router.get("/v1/models")
+async def list_models(request: Request):
+    state = get_state(request)
+    created = int(state.started_at)
+    data = [{"id": mid, "object": "model", "created": created, "owned_by": "persona-steer",
+             "root": state.model_id,
+             **({"persona": mid[len(PERSONA_MODEL_PREFIX):]} if mid != state.model_id else {})}
+            for mid in model_ids(state)]
+    return {"object": "list", "data": data}
+
+
+@router.get("/v1/models/{model_id:path}")
+async def get_model(model_id: str, request: Request):
+    state = get_state(request)
+    if model_id not in model_ids(state):
+        raise APIError(404, f"unknown model '{model_id}' (available: {', '.join(model_ids(state))})",
+                       param="model", code="model_not_found")
+    return {"id": model_id, "object": "model", "created": int(state.started_at),
+            "owned_by": "persona-steer", "root": state.model_id}
+
+
+# --- helpers --------------------------------------------------------------------------------
+async def run_to_end(request: Request, agen: AsyncIterator[tuple[int, Any]]) -> dict[int, Any]:
+    """Drain the merged outputs (FINAL_ONLY: one per prompt); abort if the client goes away."""
+    results: dict[int, Any] = {}
+
+    async def consume():
+        async for i, out in agen:
+            results[i] = out
+
+    task = asyncio.create_task(consume())
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=0.25)
+        if done:
+            task.result()
+            return results
+        if await request.is_disconnected():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            raise APIError(400, "client disconnected", code="client_disconnected")
+
+
+async def primed(agen: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """Start the engine request now, so admission errors get a real HTTP status, not a 200
+    stream; returns an iterator that replays the first item."""
+    try:
+        first = await agen.__anext__()
+    except StopAsyncIteration:
+        first = None
+
+    async def rest():
+        try:
+            if first is not None:
+                yield first
+                async for item in agen:
+                    yield item
+        finally:
+            await agen.aclose()
+
+    return rest()
+
+
+def sse(events: AsyncIterator[str]) -> EventSourceResponse:
+    # OpenAI's framing: "data: <json>\n\n", no keep-alive comments in practice.
+    return EventSourceResponse(events, sep="\n", ping=3600,
+                               headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def _stream_error(err: BaseException) -> str:
+    return dumps(to_api_error(err).body())
+
+
+# --- chat -----------------------------------------------------------------------------------
+@router.post("/v1/chat/completions")
+async def chat_completions(req: ChatCompletionRequest, request: Request):
+    state = ready_state(request)
+    steering = g.resolve_steering(state, req, req.model)
+    state.metrics.requests.labels("chat", str(steering.steered).lower()).inc()
+    ids, text = g.chat_prompt(state, req.messages, req.chat_template_kwargs)
+    max_tokens = g.max_tokens_for(state, len(ids), req.max_completion_tokens or req.max_tokens)
+    top = req.top_logprobs or 0
+    params = g.sampling_params(req, max_tokens, steering, stream=req.stream,
+                               logprobs=top if req.logprobs else None,
+                               skip_special_tokens=not state.think.tags_special)
+    start_reasoning = text.rstrip("\n").endswith(g.THINK_START)
+    rid = g.new_id("chatcmpl")
+    model = req.model or state.model_id
+    created = g.now()
+    agen = g.merge([g.generate(state, g.engine_prompt(ids, steering), params, rid,
+                               steering.steered)])
+
+    if not req.stream:
+        results = await run_to_end(request, agen)
+        final = results[0]
+        choices, n_out = [], 0
+        for o in sorted(final.outputs, key=lambda o: o.index):
+            sp = g.ThinkSplitter(state.think, start_reasoning)
+            reasoning, content = sp.feed(o.text)
+            n_out += len(o.token_ids)
+            lp = (g.chat_logprobs(state, o.token_ids, o.logprobs, top) if req.logprobs else None)
+            choices.append({
+                "index": o.index,
+                "message": {"role": "assistant", "content": content,
+                            "reasoning_content": reasoning if sp.seen_reasoning else None},
+                "logprobs": {"content": lp} if lp is not None else None,
+                "finish_reason": g.finish(o.finish_reason)})
+        return {"id": rid, "object": "chat.completion", "created": created, "model": model,
+                "choices": choices, "usage": g.usage(len(ids), n_out),
+                "steering": steering.applied}
+
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    source = await primed(agen)
+
+    def chunk(choices: list, **extra) -> str:
+        body = {"id": rid, "object": "chat.completion.chunk", "created": created,
+                "model": model, "choices": choices, **extra}
+        if include_usage:
+            body.setdefault("usage", None)
+        return dumps(body)
+
+    async def events():
+        splitters: dict[int, g.ThinkSplitter] = {}
+        n_out = 0
+        try:
+            async for _, out in source:
+                for o in out.outputs:
+                    i = o.index
+                    if i not in splitters:
+                        splitters[i] = g.ThinkSplitter(state.think, start_reasoning)
+                        first = {"index": i, "delta": {"role": "assistant", "content": ""},
+                                 "logprobs": None, "finish_reason": None}
+                        yield chunk([first], **({"steering": steering.applied} if i == 0 else {}))
+                    n_out += len(o.token_ids)
+                    reasoning, content = splitters[i].feed(o.text)
+                    delta = {}
+                    if reasoning:
+                        delta["reasoning_content"] = reasoning
+                    if content:
+                        delta["content"] = content
+                    lp = (g.chat_logprobs(state, o.token_ids, o.logprobs, top)
+                          if req.logprobs and o.token_ids else None)
+                    if delta or lp:
+                        yield chunk([{"index": i, "delta": delta,
+                                      "logprobs": {"content": lp} if lp else None,
+                                      "finish_reason": None}])
+                    if o.finish_reason is not None:
+                        yield chunk([{"index": i, "delta": {}, "logprobs": None,
+                                      "finish_reason": g.finish(o.finish_reason)}])
+            if include_usage:
+                yield chunk([], usage=g.usage(len(ids), n_out))
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as err:
+            yield _stream_error(err)
+        yield "[DONE]"
+
+    return sse(events())
+
+
+# --- completions ----------------------------------------------------------------------------
+@router.post("/v1/completions")
+async def completions(req: CompletionRequest, request: Request):
+    state = ready_state(request)
+    if req.echo:
+        raise APIError(400, "echo is not supported", param="echo")
+    steering = g.resolve_steering(state, req, req.model)
+    state.metrics.requests.labels("completions", str(steering.steered).lower()).inc()
+    prompts = req.prompt if isinstance(req.prompt, list) and isinstance(req.prompt[0], str) \
+        else [req.prompt]
+    id_lists = [g.text_prompt(state, p) for p in prompts]
+    max_tokens = max(1, min(g.max_tokens_for(state, len(ids), req.max_tokens or 16)
+                            for ids in id_lists))
+    top = req.logprobs or 0
+    params = g.sampling_params(req, max_tokens, steering, stream=req.stream,
+                               logprobs=req.logprobs,
+                               skip_special_tokens=req.skip_special_tokens is not False)
+    rid = g.new_id("cmpl")
+    model = req.model or state.model_id
+    created = g.now()
+    agen = g.merge([g.generate(state, g.engine_prompt(ids, steering), params,
+                               f"{rid}-{k}" if len(id_lists) > 1 else rid, steering.steered)
+                    for k, ids in enumerate(id_lists)])
+    n_prompt = sum(len(ids) for ids in id_lists)
+
+    if not req.stream:
+        results = await run_to_end(request, agen)
+        choices, n_out = [], 0
+        for k in range(len(id_lists)):
+            for o in sorted(results[k].outputs, key=lambda o: o.index):
+                n_out += len(o.token_ids)
+                choice = {
+                    "index": k * req.n + o.index, "text": o.text,
+                    "logprobs": (g.completion_logprobs(state, o.token_ids, o.logprobs, top)
+                                 if req.logprobs is not None else None),
+                    "finish_reason": g.finish(o.finish_reason)}
+                if req.return_token_ids:
+                    choice["token_ids"] = list(o.token_ids)
+                    choice["prompt_token_ids"] = list(id_lists[k])
+                choices.append(choice)
+        return {"id": rid, "object": "text_completion", "created": created, "model": model,
+                "choices": choices, "usage": g.usage(n_prompt, n_out),
+                "steering": steering.applied}
+
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    source = await primed(agen)
+
+    def chunk(choices: list, **extra) -> str:
+        body = {"id": rid, "object": "text_completion", "created": created, "model": model,
+                "choices": choices, **extra}
+        if include_usage:
+            body.setdefault("usage", None)
+        return dumps(body)
+
+    async def events():
+        n_out, first, offsets = 0, True, {}
+        try:
+            async for k, out in source:
+                for o in out.outputs:
+                    idx = k * req.n + o.index
+                    n_out += len(o.token_ids)
+                    lp = None
+                    if req.logprobs is not None and o.token_ids:
+                        lp = g.completion_logprobs(state, o.token_ids, o.logprobs, top,
+                                                   offsets.get(idx, 0))
+                    offsets[idx] = offsets.get(idx, 0) + len(o.text)
+                    extra = {"steering": steering.applied} if first else {}
+                    first = False
+                    choice = {"index": idx, "text": o.text, "logprobs": lp,
+                              "finish_reason": g.finish(o.finish_reason)}
+                    if req.return_token_ids:
+                        choice["token_ids"] = list(o.token_ids)
+                    yield chunk([choice], **extra)
+            if include_usage:
+                yield chunk([], usage=g.usage(n_prompt, n_out))
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as err:
+            yield _stream_error(err)
+        yield "[DONE]"
+
+    return sse(events())

@@ -1,0 +1,150 @@
+"""Per-process server state: settings, the AsyncLLM engine, the vector store, the loaded set,
+the global steering scale, metrics and the job manager. One instance per app (`app.state.ps`).
+
+The engine starts in a background thread after the HTTP port is open, so `/health` and every
+generation endpoint answer 503 ("engine starting") until it is ready, instead of refusing
+connections.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from persona_steer.config import Settings, load_config, resolve_layers
+from persona_steer.resolve import ModelShape
+from persona_steer.store import VectorStore
+
+log = logging.getLogger("persona_steer.server")
+
+PERSONA_MODEL_PREFIX = "persona:"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("persona_steer_requests", "generation requests",
+                                ["endpoint", "steered"], registry=r)
+        self.errors = Counter("persona_steer_errors", "error responses", ["status"], registry=r)
+        self.prompt_tokens = Counter("persona_steer_prompt_tokens", "prompt tokens",
+                                     ["steered"], registry=r)
+        self.completion_tokens = Counter("persona_steer_completion_tokens",
+                                         "generated tokens", ["steered"], registry=r)
+        self.running = Gauge("persona_steer_running_requests",
+                             "generation requests in flight", registry=r)
+        self.aborted = Counter("persona_steer_aborted", "requests aborted by a client going away",
+                               registry=r)
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    config_path: Optional[str] = None
+    overrides: list[str] = field(default_factory=list)
+    engine: Any = None                          # vllm AsyncLLM once ready
+    engine_state: str = "starting"              # starting | ready | failed | stopped
+    engine_error: Optional[str] = None
+    tokenizer: Any = None
+    shape: Optional[ModelShape] = None
+    model_path: Optional[str] = None
+    scale: float = 1.0
+    unloaded: dict[str, set[str]] = field(default_factory=lambda: {"persona": set(),
+                                                                   "trait": set()})
+    metrics: Metrics = field(default_factory=Metrics)
+    jobs: Any = None                            # server.jobs.JobManager
+    in_flight: int = 0
+    started_at: float = field(default_factory=time.time)
+    api_key: Optional[str] = None
+    api_key_from_flag: bool = False             # --api-key given: SIGHUP keeps it
+    think: Any = None                           # server.generation.ThinkConfig
+
+    def __post_init__(self) -> None:
+        self.store = VectorStore(self.settings.path("vectors"))
+        self.scale = self.settings.steering.steering_scale
+        self.api_key = self.settings.server.api_key or None
+
+    @property
+    def model_id(self) -> str:
+        return self.settings.model.name
+
+    # --- loaded set: everything in the store is loaded unless explicitly unloaded ----------
+    def loaded(self, kind: str) -> list[str]:
+        return [n for n in self.store.names(kind) if n not in self.unloaded[kind]]
+
+    def is_loaded(self, kind: str, name: str) -> bool:
+        return name not in self.unloaded.get(kind, set())
+
+    def set_loaded(self, kind: str, name: str, loaded: bool) -> None:
+        (self.unloaded[kind].discard if loaded else self.unloaded[kind].add)(name)
+
+    # --- config reload (SIGHUP): the API key can rotate without a restart ------------------
+    def reload_api_key(self) -> None:
+        fresh = load_config(self.config_path, overrides=self.overrides)
+        if self.api_key_from_flag:
+            log.info("config reloaded: API key set by --api-key, unchanged")
+            return
+        self.api_key = fresh.server.api_key or None
+        log.info("config reloaded: API key %s", "on" if self.api_key else "off")
+
+
+def start_engine(state: ServerState, factory: Optional[Callable[[ServerState], Any]] = None,
+                 loop: Optional[asyncio.AbstractEventLoop] = None) -> threading.Thread:
+    """Build the engine in a thread (it blocks for tens of seconds); flips engine_state."""
+    def run() -> None:
+        try:
+            engine = (factory or build_async_llm)(state)
+            configure_from_engine(state, engine)
+            state.engine = engine
+            state.engine_state = "ready"
+            log.info("engine ready: %s", state.model_path)
+        except Exception as err:  # reported through /health and /api/status
+            log.exception("engine failed to start")
+            state.engine_state = "failed"
+            state.engine_error = f"{type(err).__name__}: {err}"
+
+    t = threading.Thread(target=run, name="engine-start", daemon=True)
+    t.start()
+    return t
+
+
+def build_async_llm(state: ServerState):
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    from persona_steer.testmodels import resolve_model
+    from steering_plugin.engine import engine_kwargs
+
+    state.model_path = resolve_model(state.settings.model.name, state.settings.path("cache"))
+    kwargs = engine_kwargs(state.settings, state.model_path)
+    return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+
+
+def configure_from_engine(state: ServerState, engine) -> None:
+    from server.generation import ThinkConfig
+
+    hf = engine.model_config.hf_config
+    text_cfg = getattr(hf, "get_text_config", lambda: hf)()
+    num_layers = int(text_cfg.num_hidden_layers)
+    state.shape = ModelShape(
+        hidden_size=int(text_cfg.hidden_size), num_layers=num_layers,
+        model_id=state.settings.model.name,
+        steerable_layers=tuple(resolve_layers(state.settings.steering.layers, num_layers)))
+    state.tokenizer = engine.get_tokenizer()
+    state.think = ThinkConfig.from_tokenizer(state.tokenizer)
+    if state.model_path is None:
+        state.model_path = str(engine.model_config.model)
+
+
+def model_ids(state: ServerState) -> list[str]:
+    return [state.model_id] + [PERSONA_MODEL_PREFIX + n for n in state.loaded("persona")]
+
+
+def path_str(p: Path | str | None) -> Optional[str]:
+    return None if p is None else str(p)

@@ -1,0 +1,205 @@
+"""Shared session fixtures: ONE real server per test session, reused by every area.
+
+Fixtures
+  tiny_model      path of the tiny random Qwen3 (built once into .cache/models/tiny).
+  server          the live server: `persona-steer --config <tmp>/config.yaml serve` started as a
+                  subprocess on 127.0.0.1:<free port> with the tiny model, a temporary vector
+                  store and jobs folder. Yields a `LiveServer`:
+                    .base_url / .url   "http://127.0.0.1:<port>"
+                    .config_path       the temp config.yaml it runs with
+                    .vectors_dir       its vector store (write safetensors here or use the API)
+                    .jobs_dir, .datasets_dir, .log_path, .model_id (= the tiny model's path),
+                    .api_key (None: the key is off by default), .startup_health (what /health
+                    answered while the engine was starting), .pid
+                    .get/.post/... are httpx shortcuts on the base URL.
+                  Killed (whole process group) at the end of the session.
+  steer_vectors   puts random persona/trait vectors that fit the served model into its store:
+                  personas "alpha" (all layers), "beta" (layers 1,2), "gamma" (layer 2);
+                  trait "calm" (layers 1,2). Don't delete or overwrite these; make your own
+                  with `make_vector(...)` for tests that change the store.
+Helpers
+  make_vector(kind, name, model_id, layers, seed, norm) -> SteeringVector (seeded random rows).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+import yaml
+
+from persona_steer.config import PROJECT_ROOT
+from persona_steer.vector_format import SteeringVector
+
+TINY_HIDDEN, TINY_LAYERS = 256, 4
+STARTUP_TIMEOUT_S = 420
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_vector(kind: str, name: str, model_id: str, layers: list[int], seed: int,
+                norm: float = 24.0, hidden: int = TINY_HIDDEN,
+                description: str = "") -> SteeringVector:
+    g = torch.Generator().manual_seed(seed)
+    rows = {}
+    for layer in layers:
+        v = torch.randn(hidden, generator=g)
+        rows[layer] = v / v.norm() * norm
+    return SteeringVector.build(kind, name, rows, model=model_id,
+                                description=description or f"random test {kind} {name}",
+                                metadata={"method": "random (tests)", "seed": seed})
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    config_path: Path
+    vectors_dir: Path
+    jobs_dir: Path
+    datasets_dir: Path
+    log_path: Path
+    model_id: str
+    proc: subprocess.Popen
+    api_key: str | None = None
+    startup_health: list = field(default_factory=list)   # [(status, json)] seen while starting
+
+    @property
+    def url(self) -> str:
+        return self.base_url
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def client(self, **kw) -> httpx.Client:
+        kw.setdefault("timeout", 300)
+        return httpx.Client(base_url=self.base_url, **kw)
+
+    def get(self, path, **kw):
+        with self.client() as c:
+            return c.get(path, **kw)
+
+    def post(self, path, **kw):
+        with self.client() as c:
+            return c.post(path, **kw)
+
+    def put(self, path, **kw):
+        with self.client() as c:
+            return c.put(path, **kw)
+
+    def delete(self, path, **kw):
+        with self.client() as c:
+            return c.delete(path, **kw)
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> str:
+    from persona_steer.testmodels import build_random_qwen3
+    return str(build_random_qwen3(PROJECT_ROOT / ".cache" / "models" / "tiny", "tiny"))
+
+
+def _cli() -> list[str]:
+    exe = Path(sys.executable).parent / "persona-steer"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "persona_steer.cli"]
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, tiny_model) -> LiveServer:
+    root = tmp_path_factory.mktemp("server")
+    port = free_port()
+    cfg = {
+        "model": {"name": tiny_model, "kv_cache_gib": 1, "max_num_seqs": 64,
+                  "max_model_len": 2048, "dtype": "float32"},
+        "server": {"host": "127.0.0.1", "port": port, "api_key": None,
+                   "cors_origins": ["*"], "max_body_bytes": 1048576},
+        "paths": {"vectors": str(root / "vectors"), "jobs": str(root / "jobs"),
+                  "datasets": str(root / "datasets"), "cache": str(PROJECT_ROOT / ".cache")},
+    }
+    config_path = root / "config.yaml"
+    config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (root / "vectors" / "personas").mkdir(parents=True)
+    (root / "vectors" / "traits").mkdir(parents=True)
+    log_path = root / "server.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_STEER_")}
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(_cli() + ["--config", str(config_path), "serve"],
+                                stdout=log, stderr=subprocess.STDOUT, env=env,
+                                cwd=str(PROJECT_ROOT), start_new_session=True)
+    live = LiveServer(f"http://127.0.0.1:{port}", config_path, root / "vectors", root / "jobs",
+                      root / "datasets", log_path, tiny_model, proc)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}:\n{live.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not healthy after {STARTUP_TIMEOUT_S}s:\n"
+                                   f"{live.log_tail()}")
+            try:
+                r = httpx.get(live.base_url + "/health", timeout=5)
+                body = r.json() if r.headers.get("content-type", "").startswith(
+                    "application/json") else r.text
+                live.startup_health.append((r.status_code, body))
+                if r.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        yield live
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)   # engine core / workers in the same group
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=10)
+
+
+STEER_PERSONAS = {"alpha": ([0, 1, 2, 3], 11), "beta": ([1, 2], 12), "gamma": ([2], 13)}
+STEER_TRAITS = {"calm": ([1, 2], 21)}
+
+
+@pytest.fixture(scope="session")
+def steer_vectors(server) -> dict:
+    """Random vectors in the live server's store (see module docstring). Returns their names."""
+    from persona_steer.store import VectorStore
+    store = VectorStore(server.vectors_dir)
+    for name, (layers, seed) in STEER_PERSONAS.items():
+        if not store.exists("persona", name):
+            store.save(make_vector("persona", name, server.model_id, layers, seed))
+    for name, (layers, seed) in STEER_TRAITS.items():
+        if not store.exists("trait", name):
+            store.save(make_vector("trait", name, server.model_id, layers, seed))
+    return {"personas": sorted(STEER_PERSONAS), "traits": sorted(STEER_TRAITS)}
