@@ -20,9 +20,15 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Sequence
 
 import httpx
-import openai
 
 KINDS = ("persona", "trait")
+
+
+def _openai():
+    """The openai SDK, imported on first use (it takes about a second; REST calls skip it)."""
+    import openai
+    return openai
+
 _KIND_PATH = {"persona": "personas", "trait": "traits"}
 FINISHED_JOB_STATES = ("done", "succeeded", "success", "completed", "failed", "error", "cancelled")
 DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=5.0)
@@ -77,6 +83,7 @@ def _error_from_response(resp: httpx.Response) -> PersonaSteerError:
 
 
 def _convert_openai_error(err: Exception, url: str) -> PersonaSteerError:
+    openai = _openai()
     if isinstance(err, openai.APIConnectionError):  # also APITimeoutError
         return ServerUnreachable(url, type(err.__cause__).__name__ if err.__cause__ else "")
     if isinstance(err, openai.APIStatusError):
@@ -279,8 +286,16 @@ class PersonaSteerClient(_Base):
                  timeout: float | httpx.Timeout | None = None):
         super().__init__(base_url, api_key, timeout)
         self.http = httpx.Client(base_url=self.base_url, headers=self._headers, timeout=self.timeout)
-        self.openai = openai.OpenAI(base_url=self.base_url + "/v1", api_key=self.api_key or "none",
-                                    timeout=self.timeout, max_retries=0)
+        self._openai_client = None
+
+    @property
+    def openai(self):
+        """The official openai SDK client pointed at this server's /v1."""
+        if self._openai_client is None:
+            self._openai_client = _openai().OpenAI(base_url=self.base_url + "/v1",
+                                                   api_key=self.api_key or "none",
+                                                   timeout=self.timeout, max_retries=0)
+        return self._openai_client
 
     def __enter__(self) -> "PersonaSteerClient":
         return self
@@ -290,7 +305,8 @@ class PersonaSteerClient(_Base):
 
     def close(self) -> None:
         self.http.close()
-        self.openai.close()
+        if self._openai_client is not None:
+            self._openai_client.close()
 
     # --- plumbing ----------------------------------------------------------------------
     def request(self, method: str, path: str, **kw) -> httpx.Response:
@@ -432,7 +448,7 @@ class PersonaSteerClient(_Base):
                                max_tokens, temperature, seed, thinking, extra)
         try:
             return self.openai.chat.completions.create(**kw)
-        except openai.OpenAIError as err:
+        except _openai().OpenAIError as err:
             raise _convert_openai_error(err, self.base_url) from None
 
     def chat_text(self, messages: str | Sequence[Mapping[str, Any]], **kw) -> str:
@@ -455,7 +471,7 @@ class PersonaSteerClient(_Base):
             with stream:
                 for chunk in stream:
                     yield _delta_from_chunk(chunk)
-        except openai.OpenAIError as err:
+        except _openai().OpenAIError as err:
             raise _convert_openai_error(err, self.base_url) from None
 
     def complete(self, prompt: str, *, model: str | None = None, stream: bool = False,
@@ -472,7 +488,7 @@ class PersonaSteerClient(_Base):
                 kw[k] = v
         try:
             result = self.openai.completions.create(**kw)
-        except openai.OpenAIError as err:
+        except _openai().OpenAIError as err:
             raise _convert_openai_error(err, self.base_url) from None
         if not stream:
             return result
@@ -483,7 +499,7 @@ class PersonaSteerClient(_Base):
             with stream:
                 for chunk in stream:
                     yield _delta_from_chunk(chunk)
-        except openai.OpenAIError as err:
+        except _openai().OpenAIError as err:
             raise _convert_openai_error(err, self.base_url) from None
 
 
@@ -495,9 +511,15 @@ class AsyncPersonaSteerClient(_Base):
         super().__init__(base_url, api_key, timeout)
         self.http = httpx.AsyncClient(base_url=self.base_url, headers=self._headers,
                                       timeout=self.timeout)
-        self.openai = openai.AsyncOpenAI(base_url=self.base_url + "/v1",
-                                         api_key=self.api_key or "none", timeout=self.timeout,
-                                         max_retries=0)
+        self._openai_client = None
+
+    @property
+    def openai(self):
+        if self._openai_client is None:
+            self._openai_client = _openai().AsyncOpenAI(base_url=self.base_url + "/v1",
+                                                        api_key=self.api_key or "none",
+                                                        timeout=self.timeout, max_retries=0)
+        return self._openai_client
 
     async def __aenter__(self) -> "AsyncPersonaSteerClient":
         return self
@@ -507,7 +529,8 @@ class AsyncPersonaSteerClient(_Base):
 
     async def aclose(self) -> None:
         await self.http.aclose()
-        await self.openai.close()
+        if self._openai_client is not None:
+            await self._openai_client.close()
 
     async def request(self, method: str, path: str, **kw) -> httpx.Response:
         try:
@@ -596,7 +619,7 @@ class AsyncPersonaSteerClient(_Base):
                                max_tokens, temperature, seed, thinking, extra)
         try:
             return await self.openai.chat.completions.create(**kw)
-        except openai.OpenAIError as err:
+        except _openai().OpenAIError as err:
             raise _convert_openai_error(err, self.base_url) from None
 
     async def chat_stream(self, messages, *, model: str | None = None,
@@ -614,7 +637,7 @@ class AsyncPersonaSteerClient(_Base):
             async with stream:
                 async for chunk in stream:
                     yield _delta_from_chunk(chunk)
-        except openai.OpenAIError as err:
+        except _openai().OpenAIError as err:
             raise _convert_openai_error(err, self.base_url) from None
 
     async def complete(self, prompt: str, *, model: str | None = None, persona: str | None = None,
@@ -629,5 +652,5 @@ class AsyncPersonaSteerClient(_Base):
                 kw[k] = v
         try:
             return await self.openai.completions.create(**kw)
-        except openai.OpenAIError as err:
+        except _openai().OpenAIError as err:
             raise _convert_openai_error(err, self.base_url) from None
