@@ -141,7 +141,7 @@ def run_persona_job(settings: Settings, name: str, *, archetype: str | None = No
                     description: str | None = None, progress: Progress = None,
                     **opts: Any) -> SteeringVector:
     """Persona vector = mean activation under the persona's prompts - the assistant baseline."""
-    _check_name(name)
+    _check_name(name, "persona name")
     if (archetype is None) == (description is None):
         raise ExtractionInputError("give exactly one of an archetype or a description")
     prompts: list[str] | None = None
