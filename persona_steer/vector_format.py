@@ -16,14 +16,12 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
+from typing import TYPE_CHECKING, Any
 
 from persona_steer.atomic import atomic_write_bytes
+
+if TYPE_CHECKING:  # torch is imported where used, so the CLI and spec parsing start fast
+    import torch
 
 FORMAT_VERSION = "1"
 KINDS = ("persona", "trait", "axis")
@@ -65,6 +63,8 @@ class SteeringVector:
               description: str = "", metadata: dict[str, Any] | None = None,
               extra: dict[str, torch.Tensor] | None = None) -> "SteeringVector":
         """Build from {layer: vector}; non-string metadata values are JSON-encoded."""
+        import torch
+
         layers = sorted(per_layer)
         vecs = torch.stack([per_layer[i].detach().float().cpu().reshape(-1) for i in layers])
         meta = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in (metadata or {}).items()}
@@ -113,6 +113,8 @@ class SteeringVector:
         return h.hexdigest()[:32]
 
     def validate(self) -> None:
+        import torch
+
         validate_kind(self.kind)
         validate_name(self.name)
         v, l = self.vectors, self.layers
@@ -158,6 +160,8 @@ class SteeringVector:
 
     # --- bytes / files -------------------------------------------------------------------
     def to_bytes(self) -> bytes:
+        from safetensors.torch import save as st_save
+
         self.validate()
         tensors = {"vectors": self.vectors.contiguous(), "layers": self.layers.contiguous()}
         tensors.update({k: t.contiguous() for k, t in self.extra.items()})
@@ -166,6 +170,9 @@ class SteeringVector:
     @classmethod
     def from_bytes(cls, data: bytes, *, expect_kind: str | None = None,
                    expect_name: str | None = None) -> "SteeringVector":
+        from safetensors import SafetensorError
+        from safetensors.torch import load as st_load
+
         try:
             tensors = st_load(data)
             meta = _read_metadata(data)
@@ -207,6 +214,8 @@ def combine(weighted: list[tuple[SteeringVector, float]], scale: float,
 
     Returns float32 [num_layers, hidden_size]. Used by the plugin and by HF reference code.
     """
+    import torch
+
     delta = torch.zeros(num_layers, hidden_size, dtype=torch.float32)
     if not math.isfinite(scale):
         raise VectorFormatError(f"steering scale {scale} is not finite")
