@@ -24,26 +24,41 @@ def _config_set(args) -> int:
 
 def _model_dims(model_name: str, settings) -> tuple[int, int]:
     """(hidden_size, num_layers) of the configured model, from its config.json only."""
-    from transformers import AutoConfig
+    from pathlib import Path
 
     from persona_steer.testmodels import resolve_model
 
-    cfg = AutoConfig.from_pretrained(resolve_model(model_name, settings.path("cache")))
+    resolved = resolve_model(model_name, settings.path("cache"))
+    local = Path(resolved) / "config.json"
+    if local.is_file():  # a local checkpoint: read config.json, no transformers import needed
+        try:
+            cfg = json.loads(local.read_text())
+            cfg = cfg.get("text_config", cfg)
+            return int(cfg["hidden_size"]), int(cfg["num_hidden_layers"])
+        except (ValueError, KeyError, TypeError):
+            pass  # unusual layout: let transformers read it
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(resolved)
+    cfg = getattr(cfg, "text_config", None) or cfg
     return cfg.hidden_size, cfg.num_hidden_layers
 
 
 def _import(args) -> int:
-    from persona_steer.importers import import_vector
     from persona_steer.store import VectorStore
+    from persona_steer.vector_format import validate_name
 
     settings = settings_from(args)
+    validate_name(args.name)
+    store = VectorStore(settings.path("vectors"))
+    if store.exists(args.kind, args.name) and not args.force:  # before any heavy work
+        raise FileExistsError(f"{args.kind} '{args.name}' already exists (use --force to replace)")
     model = args.model or settings.model.name
     hidden, layers = _model_dims(settings.model.name, settings) if not args.model else (None, None)
+    from persona_steer.importers import import_vector  # torch: only now
+
     vec = import_vector(args.file, name=args.name, kind=args.kind, model=model,
                         num_layers=args.num_layers or layers, description=args.description)
-    store = VectorStore(settings.path("vectors"))
-    if store.exists(args.kind, args.name) and not args.force:
-        raise FileExistsError(f"{args.kind} '{args.name}' already exists (use --force to replace)")
     store.save(vec, hidden_size=hidden, model=None if hidden is None else settings.model.name)
     print(f"imported {args.kind} '{args.name}': layers {vec.layers.tolist()}, hidden {vec.hidden_size}")
     return 0
