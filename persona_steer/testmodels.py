@@ -124,15 +124,15 @@ def build_random_qwen3(out_dir: str | os.PathLike, size: str = "tiny", seed: int
 
     Safe to call from several processes at once: one builds, the others wait and reuse it.
     """
-    import torch
-    from transformers import Qwen3ForCausalLM
-
     if isinstance(size, str) and size not in SIZES:
         raise ValueError(f"unknown test model size {size!r}: use one of {', '.join(SIZES)}")
     out_dir = Path(out_dir)
     marker = out_dir / ".complete"
     if marker.exists():
         return out_dir
+    import torch
+    from transformers import Qwen3ForCausalLM
+
     with _build_lock(out_dir):
         if marker.exists():  # another process finished it while we waited
             return out_dir
