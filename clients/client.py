@@ -160,11 +160,19 @@ class Job:
         if isinstance(err, dict):
             err = err.get("message")
         prog = job.get("progress")
+        message = str(job.get("message") or job.get("stage") or "")
+        fraction = None
+        if isinstance(prog, (int, float)) and not isinstance(prog, bool):
+            fraction = float(prog)
+        elif isinstance(prog, dict):     # the server's {"stage", "done", "total", "message"}
+            done, total = prog.get("done"), prog.get("total")
+            if isinstance(done, (int, float)) and isinstance(total, (int, float)) and total > 0:
+                fraction = min(1.0, float(done) / float(total))
+            message = " · ".join(str(x) for x in (prog.get("stage"), prog.get("message")) if x) \
+                or message
         return cls(id=str(job.get("id") or job.get("job_id") or ""),
                    status=str(job.get("status") or job.get("state") or "unknown"),
-                   progress=float(prog) if isinstance(prog, (int, float)) else None,
-                   message=str(job.get("message") or job.get("stage") or ""),
-                   error=err, raw=job)
+                   progress=fraction, message=message, error=err, raw=job)
 
 
 def _iter_sse(lines: Iterator[str]) -> Iterator[dict]:

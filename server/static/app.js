@@ -630,17 +630,23 @@ const FINISHED = ["done", "succeeded", "success", "completed", "failed", "error"
 const FAILED = ["failed", "error", "cancelled"];
 
 function showJob(item, job) {
-  const p = typeof job.progress === "number" ? job.progress : null;
-  if (p !== null) item.prog.value = p > 1 ? p / 100 : p;
+  const pr = job.progress;
+  let note = job.message || job.stage || "";
+  if (typeof pr === "number") item.prog.value = pr > 1 ? pr / 100 : pr;
+  else if (pr && typeof pr === "object") {   // {"stage", "done", "total", "message"}
+    if (typeof pr.done === "number" && typeof pr.total === "number" && pr.total > 0) item.prog.value = Math.min(1, pr.done / pr.total);
+    note = [pr.stage, pr.total ? `${pr.done}/${pr.total}` : "", pr.message].filter(Boolean).join(" · ") || note;
+  }
   const status = job.status || job.state || "running";
   const err = job.error && typeof job.error === "object" ? job.error.message : job.error;
-  item.msg.textContent = status + (job.message || job.stage ? ` · ${job.message || job.stage}` : "") + (err ? ` · ${err}` : "");
+  item.msg.textContent = status + (note ? ` · ${note}` : "") + (err ? ` · ${err}` : "");
   item.li.dataset.status = status;
   item.msg.classList.toggle("failed", FAILED.includes(status));
   if (status === "done" || status === "succeeded" || status === "completed" || status === "success") item.prog.value = 1;
 }
 
 async function followJob(job, title) {
+  job = job.job || job;
   const item = jobItem(title);
   const id = job.id || job.job_id;
   showJob(item, job);

@@ -25,27 +25,10 @@ class Live:
     api_key: str | None = None
 
 
-def _server_url(obj) -> str:
-    for attr in ("url", "base_url"):
-        if isinstance(getattr(obj, attr, None), str):
-            return getattr(obj, attr)
-    if isinstance(obj, dict):
-        return obj.get("url") or obj["base_url"]
-    return str(obj)
-
-
 @pytest.fixture(scope="session")
-def live(request) -> Live:
-    """The session's real server (started once by tests/conftest.py)."""
-    if os.environ.get("PERSONA_STEER_DEV_URL"):      # developer convenience only
-        return Live(os.environ["PERSONA_STEER_DEV_URL"].rstrip("/"))
-    for name in ("server", "live_server", "server_url"):
-        try:
-            obj = request.getfixturevalue(name)
-        except pytest.FixtureLookupError:
-            continue
-        return Live(_server_url(obj).rstrip("/"), getattr(obj, "api_key", None))
-    raise RuntimeError("tests/conftest.py provides no live server fixture")
+def live(server, steer_vectors) -> Live:
+    """The session's real server (tests/conftest.py), with its seeded personas and trait."""
+    return Live(server.base_url.rstrip("/"), server.api_key)
 
 
 @pytest.fixture(scope="session")
