@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from persona_steer.config import Settings
@@ -137,13 +137,26 @@ def create_app(settings: Settings, *, config_path: Optional[str] = None,
     app.include_router(routes_api.router, dependencies=auth, tags=["api"])
     app.include_router(routes_jobs.router, dependencies=auth, tags=["jobs"])
 
-    if (STATIC_DIR / "index.html").is_file():
-        app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static")
-    else:
-        @app.get("/", include_in_schema=False)
-        async def placeholder():
-            return HTMLResponse("<!doctype html><title>persona-steer</title>"
-                                "<p>persona-steer server: see /docs and /v1/models.</p>")
+    # The web page: / and the top-level files of server/static/ (no auth: it is only HTML/JS;
+    # the page sends the key on its API calls). Explicit routes rather than a mount at "/",
+    # so that a wrong method on an API path stays 405.
+    @app.get("/", include_in_schema=False)
+    async def index():
+        page = STATIC_DIR / "index.html"
+        if page.is_file():
+            return FileResponse(page)
+        return HTMLResponse("<!doctype html><title>persona-steer</title>"
+                            "<p>persona-steer server: see /docs and /v1/models.</p>")
+
+    @app.get("/{filename}", include_in_schema=False)
+    async def static_file(filename: str):
+        path = STATIC_DIR / filename
+        if filename.startswith(".") or not path.is_file():
+            raise APIError(404, f"no such endpoint: GET /{filename}", code="not_found")
+        return FileResponse(path)
+
+    if STATIC_DIR.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     app.add_middleware(CORSMiddleware, allow_origins=settings.server.cors_origins,
                        allow_methods=["*"], allow_headers=["*"],

@@ -75,7 +75,14 @@ def resolve_steering(state: ServerState, fields: Any, model: Optional[str] = Non
                                 f"{', '.join(state.loaded(kind)) or 'none'}); load it with "
                                 f"POST /api/{kind}s/{name}/load", param=kind,
                            code=f"{kind}_not_loaded")
-    hashes = content_hashes(spec, state.store, state.shape)   # VectorNotFound / format errors
+    try:
+        hashes = content_hashes(spec, state.store, state.shape)   # VectorNotFound / format errors
+    except VectorNotFound as err:
+        if err.kind != "axis":
+            raise
+        raise APIError(400, "safety (activation capping) needs the assistant axis, and this "
+                            "server's store has none: run `persona-steer extract-axes`",
+                       param="safety", code="axis_missing") from None
     extra = spec.to_extra_args()
     extra["steering"]["hashes"] = hashes
     salt = spec.cache_key(hashes, state.scale)

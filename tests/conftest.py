@@ -50,7 +50,7 @@ def free_port() -> int:
 
 
 def make_vector(kind: str, name: str, model_id: str, layers: list[int], seed: int,
-                norm: float = 24.0, hidden: int = TINY_HIDDEN,
+                norm: float = 4.0, hidden: int = TINY_HIDDEN,
                 description: str = "") -> SteeringVector:
     g = torch.Generator().manual_seed(seed)
     rows = {}
