@@ -56,6 +56,11 @@ def test_gguf_f16_and_quantized(tmp_path):
     vec = import_vector(write_repeng_gguf(tmp_path / "h.gguf", half), name="h", kind="trait",
                         model="m")
     assert np.allclose(vec.vectors[0].numpy(), half[0].astype(np.float32))
+    bf = _dirs([1], hidden=16)
+    vec = import_vector(write_repeng_gguf(tmp_path / "bf.gguf", bf,
+                                          raw_dtype=gguf.GGMLQuantizationType.BF16),
+                        name="bf", kind="trait", model="m")
+    assert vec.hidden_size == 16 and np.allclose(vec.vectors[0].numpy(), bf[1], rtol=1e-2)
     q = _dirs([2], hidden=64)
     vec = import_vector(write_repeng_gguf(tmp_path / "q.gguf", q,
                                           raw_dtype=gguf.GGMLQuantizationType.Q8_0),
