@@ -233,6 +233,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | di
                 environ: dict[str, str] | None = None) -> Settings:
     """File, then env (`PERSONA_STEER_SECTION__KEY`), then overrides (`a.b=v` strings or a dict)."""
     cfg_path = config_path(path)
+    if (path or os.environ.get(CONFIG_ENV)) and not cfg_path.exists():
+        # a named file that is missing is a typo, not "use the defaults"
+        raise ConfigError(f"config file not found: {cfg_path}")
     data = read_yaml(cfg_path)
     _deep_merge(data, _env_overrides(dict(os.environ) if environ is None else environ))
     if isinstance(overrides, dict):

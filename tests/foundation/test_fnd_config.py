@@ -256,3 +256,11 @@ def test_config_set_creates_missing_file(tmp_path):
     set_value(p, "server.port", "8100")
     assert yaml.safe_load(p.read_text()) == {"server": {"port": 8100}}
     assert load_config(p, environ={}).server.port == 8100
+
+
+def test_named_config_file_must_exist(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="config file not found: .*typo.yaml"):
+        load_config(tmp_path / "typo.yaml", environ={})
+    monkeypatch.setenv("PERSONA_STEER_CONFIG", str(tmp_path / "gone.yaml"))
+    with pytest.raises(ConfigError, match="config file not found: .*gone.yaml"):
+        load_config()
