@@ -9,7 +9,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from persona_steer.cli import build_parser
+from persona_steer.cli import build_parser, main
 from persona_steer.config import DEFAULT_CONFIG_PATH
 from persona_steer.store import VectorStore
 
@@ -76,7 +76,7 @@ def test_config_set_and_refusal(cfg):
     assert res.returncode == 2 and "model.dtype" in res.stderr and "Traceback" not in res.stderr
 
 
-def test_import_end_to_end(cfg, tmp_path):
+def test_import_end_to_end(cfg, tmp_path, capsys):
     rng = np.random.default_rng(0)
     gguf_path = write_repeng_gguf(tmp_path / "cv.gguf",
                                   {i: rng.standard_normal(256).astype(np.float32) for i in (1, 2)})
@@ -100,9 +100,11 @@ def test_import_end_to_end(cfg, tmp_path):
     # test_fnd_importers, in-process)
     res = run_cli("--config", str(cfg), "import", str(gguf_path), "--name", "happy", "--kind", "persona")
     assert res.returncode == 2 and "already exists (use --force" in res.stderr
+    # (in-process: same code path, one torch start-up less)
     small = write_repeng_gguf(tmp_path / "small.gguf", {1: np.ones(8, np.float32)})
-    res = run_cli("--config", str(cfg), "import", str(small), "--name", "small", "--kind", "persona")
-    assert res.returncode == 2 and "hidden_size 8, the served model has 256" in res.stderr
+    assert main(["--config", str(cfg), "import", str(small), "--name", "small",
+                 "--kind", "persona"]) == 2
+    assert "hidden_size 8, the served model has 256" in capsys.readouterr().err
     res = run_cli("--config", str(cfg), "import", str(gguf_path), "--name", "../Up", "--kind", "persona")
     assert res.returncode == 2 and "invalid name" in res.stderr
     assert "Traceback" not in res.stderr
