@@ -11,6 +11,15 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)   # the only way to read it; done once at import, not per write (threads)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 @contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yields a temp path beside `target`; on success it is renamed onto `target`."""
@@ -24,9 +33,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     try:
         mode = target.stat().st_mode & 0o777
     except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
+        mode = 0o666 & ~_UMASK
     os.chmod(tmp_path, mode)
     try:
         yield tmp_path
