@@ -109,6 +109,9 @@ def test_atomic_save_leaves_no_temp_files(store):
     store.save(make_vec(kind="trait", name="calm"))
     assert sorted(p.name for p in (store.root / "personas").iterdir()) == ["pirate.safetensors"]
     assert sorted(p.name for p in (store.root / "traits").iterdir()) == ["calm.safetensors"]
+    from persona_steer.atomic import _UMASK
+    mode = (store.root / "traits" / "calm.safetensors").stat().st_mode & 0o777
+    assert mode == 0o666 & ~_UMASK                  # not mkstemp's 0600
 
 
 def test_failed_write_keeps_old_file_and_no_temp(tmp_path):
