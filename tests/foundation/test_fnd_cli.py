@@ -109,3 +109,15 @@ def test_import_end_to_end(cfg, tmp_path, capsys):
     assert res.returncode == 2 and "invalid name" in res.stderr
     assert "Traceback" not in res.stderr
     assert sorted(store.names("persona")) == ["happy"] and store.names("trait") == ["calm"]
+
+
+def test_cli_and_spec_modules_start_without_torch():
+    """Config, spec parsing and the CLI core must not pay torch's start-up (fast `--help`)."""
+    import subprocess
+    import sys
+    code = ("import sys, persona_steer.cli, persona_steer.cli_core, persona_steer.config, "
+            "persona_steer.steering_spec, persona_steer.store, persona_steer.vector_format; "
+            "print('torch' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "False"
