@@ -1,0 +1,84 @@
+"""Admission of steered requests in the front end (the process that owns the InputProcessor).
+
+`install()` wraps `InputProcessor.process_inputs` in memory (no vLLM file changes) so that, for
+every entry point (LLM, AsyncLLM, stock `vllm.entrypoints.openai.api_server` with `vllm_xargs`):
+  - a request's steering is checked against the engine's own store and model shape before it
+    reaches the engine: unknown vector, bad weight, wrong hidden size, safety without an axis
+    -> VLLMValidationError (HTTP 400 on the stock server), and only that request fails;
+  - its prefix-cache salt covers the full steering config and the vectors' content hashes, so a
+    steered request never reuses KV blocks computed without (or with other) steering, while
+    identical configs still share.
+"""
+from __future__ import annotations
+
+import functools
+
+_MARK = "_persona_steer_wrapped"
+
+
+def install() -> None:
+    from vllm.v1.engine.input_processor import InputProcessor
+
+    original = InputProcessor.process_inputs
+    if getattr(original, _MARK, False):
+        return
+
+    @functools.wraps(original)
+    def process_inputs(self, request_id, prompt, params, *args, **kwargs):
+        request = original(self, request_id, prompt, params, *args, **kwargs)
+        admit(self.vllm_config.model_config.hf_config, request)
+        return request
+
+    setattr(process_inputs, _MARK, True)
+    InputProcessor.process_inputs = process_inputs
+
+
+def admit(hf_config, request) -> None:
+    """Validate the request's steering and salt its prefix-cache key (mutates `request`)."""
+    if getattr(hf_config, "steering_store", None) is None:
+        return  # not a steering engine
+    params = request.sampling_params
+    if params is None or not params.extra_args:
+        return
+    from vllm.exceptions import VLLMValidationError
+
+    from persona_steer.resolve import ModelShape, content_hashes
+    from persona_steer.steering_spec import SteeringSpecError, parse_extra_args
+    from persona_steer.store import VectorNotFound, VectorStore
+    from persona_steer.vector_format import VectorFormatError
+
+    try:
+        spec = parse_extra_args(params.extra_args, getattr(hf_config, "steering_max_weight", None))
+        if spec is None or spec.is_noop:
+            return
+        shape = _shape(hf_config)
+        hashes = content_hashes(spec, _store(hf_config.steering_store), shape)
+    except SteeringSpecError as err:
+        raise VLLMValidationError(str(err), parameter=err.param or "steering") from None
+    except VectorNotFound as err:
+        what = "assistant axis (run `persona-steer extract-axes`; safety needs it)" \
+            if err.kind == "axis" else f"{err.kind} '{err.name}'"
+        raise VLLMValidationError(
+            f"unknown {what}; available: {', '.join(err.available) or 'none'}",
+            parameter="steering") from None
+    except VectorFormatError as err:
+        raise VLLMValidationError(str(err), parameter="steering") from None
+    salt = spec.cache_key(hashes, float(getattr(hf_config, "steering_scale", 1.0)))
+    if request.cache_salt != salt:
+        request.cache_salt = salt if not request.cache_salt else f"{request.cache_salt}|{salt}"
+
+
+@functools.lru_cache(maxsize=8)
+def _store(path: str):
+    from persona_steer.store import VectorStore
+    return VectorStore(path)
+
+
+def _shape(hf_config):
+    from persona_steer.config import resolve_layers
+    from persona_steer.resolve import ModelShape
+
+    layers = getattr(hf_config, "steering_layers", None) or "all"
+    return ModelShape(hidden_size=hf_config.hidden_size, num_layers=hf_config.num_hidden_layers,
+                      model_id=getattr(hf_config, "steering_model_id", None),
+                      steerable_layers=tuple(resolve_layers(layers, hf_config.num_hidden_layers)))

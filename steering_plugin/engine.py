@@ -1,0 +1,49 @@
+"""How callers build a steerable vLLM engine: one function that turns Settings into engine kwargs.
+
+    from vllm import LLM                       # or AsyncEngineArgs(**kw) for AsyncLLM
+    llm = LLM(**engine_kwargs(settings, model_path))
+
+Steering settings reach every worker through `hf_overrides` (they land on `hf_config`).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from persona_steer.config import Settings
+
+ARCH = "SteerQwen3ForCausalLM"
+
+
+def steering_overrides(settings: Settings, model_id: str | None = None) -> dict[str, Any]:
+    s = settings.steering
+    return {
+        "architectures": [ARCH],
+        "steering_store": str(settings.path("vectors").resolve()),
+        "steering_model_id": model_id if model_id is not None else settings.model.name,
+        "steering_layers": s.layers,
+        "steering_scale": s.steering_scale,
+        "steering_max_weight": s.max_weight,
+        "steering_cap_layers": s.safety.layers,
+        "steering_cap_percentile": s.safety.percentile,
+    }
+
+
+def engine_kwargs(settings: Settings, model_path: str, **extra: Any) -> dict[str, Any]:
+    """Keyword arguments for `vllm.LLM(...)` / `AsyncEngineArgs(...)` with steering enabled."""
+    m = settings.model
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(m.kv_cache_gib))
+    kw: dict[str, Any] = dict(
+        model=model_path,
+        tokenizer=model_path,
+        dtype=m.dtype,
+        max_model_len=m.max_model_len,
+        max_num_seqs=m.max_num_seqs,
+        enforce_eager=m.enforce_eager,
+        enable_prefix_caching=True,
+        gpu_memory_utilization=m.gpu_memory_utilization,
+        hf_overrides=steering_overrides(settings),
+        seed=settings.extraction.seed,
+    )
+    kw.update(extra)
+    return kw

@@ -1,0 +1,49 @@
+"""HF transformers reference for steering: forward hooks on `model.model.layers[L]` that add the
+same per-layer delta (and apply the same capping) as the plugin. Used by tests and benchmarks,
+and by the extraction side when vLLM is unavailable.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+
+@contextmanager
+def hf_steering(model, delta: torch.Tensor | None, cap: dict | None = None):
+    """delta: [num_layers, hidden] (zeros where nothing is added) or None.
+    cap: {layer: (unit_axis [hidden], threshold)} for capping, or None."""
+    handles = []
+    layers = model.model.layers
+    for i, layer in enumerate(layers):
+        add = None if delta is None or not bool(delta[i].any()) else delta[i]
+        capping = (cap or {}).get(i)
+        if add is None and capping is None:
+            continue
+
+        def hook(module, args, output, add=add, capping=capping):
+            h = output[0] if isinstance(output, tuple) else output
+            if add is not None:
+                h = h + add.to(h.dtype)
+            if capping is not None:
+                axis, thresh = capping
+                axis = axis.to(h.dtype)
+                proj = (h * axis).sum(-1, keepdim=True)
+                h = h + torch.relu(thresh - proj) * axis
+            return (h,) + tuple(output[1:]) if isinstance(output, tuple) else h
+
+        handles.append(layer.register_forward_hook(hook))
+    try:
+        yield model
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@torch.no_grad()
+def prompt_logprobs(model, token_ids: list[int]) -> list[float]:
+    """Log-probability of each prompt token given the ones before it (positions 1..n-1)."""
+    ids = torch.tensor([token_ids])
+    logits = model(input_ids=ids).logits[0].float()
+    lp = torch.log_softmax(logits, dim=-1)
+    return [float(lp[t, token_ids[t + 1]]) for t in range(len(token_ids) - 1)]
