@@ -26,8 +26,16 @@ class Live:
 
 
 @pytest.fixture(scope="session")
-def live(server, steer_vectors) -> Live:
-    """The session's real server (tests/conftest.py), with its seeded personas and trait."""
+def live(request) -> Live:
+    """The session's real server (tests/conftest.py), with its seeded personas and trait.
+
+    PERSONA_STEER_TEST_SERVER=<url> reuses an already running real server instead (handy while
+    developing; its store must hold the same seeded vectors as `steer_vectors`)."""
+    url = os.environ.get("PERSONA_STEER_TEST_SERVER")
+    if url:
+        return Live(url.rstrip("/"), os.environ.get("PERSONA_STEER_TEST_API_KEY") or None)
+    server = request.getfixturevalue("server")
+    request.getfixturevalue("steer_vectors")
     return Live(server.base_url.rstrip("/"), server.api_key)
 
 

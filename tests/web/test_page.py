@@ -1,0 +1,218 @@
+"""The web page in a real headless browser against the live server."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.clients.conftest import vector_bytes
+from tests.web.conftest import shot
+
+pytestmark = pytest.mark.engine
+
+
+def chat_requests(page) -> list[dict]:
+    """Collect the JSON bodies of /v1/chat/completions requests the page sends."""
+    bodies: list[dict] = []
+    page.on("request", lambda r: bodies.append(json.loads(r.post_data))
+            if r.url.endswith("/v1/chat/completions") and r.method == "POST" else None)
+    return bodies
+
+
+def send(page, text: str) -> None:
+    page.fill("#message", text)
+    page.keyboard.press("Enter")
+
+
+def wait_reply_done(page) -> str:
+    page.wait_for_selector(".msg.assistant:not(.streaming) .meta:not(:empty)")
+    return page.locator(".msg.assistant .answer").last.inner_text()
+
+
+def test_page_shows_status_and_vectors(page, client):
+    st = client.status()
+    assert page.text_content("#status-model") == st["model"]
+    assert page.text_content("#status-engine") == "ready"
+    assert "alpha" in page.text_content("#status-loaded")
+    for name in ("alpha", "beta", "gamma", "calm"):
+        assert page.locator(f"#vector-list li[data-name='{name}']").count() == 1
+    options = page.locator("#persona option").all_text_contents()
+    assert {"alpha", "beta", "gamma"} <= set(options)
+    assert page.locator("#trait-calm").get_attribute("min") == "-1"
+    assert page.locator("#trait-calm").get_attribute("max") == "1"
+    # every form control has a label
+    unlabeled = page.evaluate("""() => [...document.querySelectorAll('input, select, textarea')]
+        .filter(e => e.type !== 'hidden' && !e.labels.length && !e.getAttribute('aria-label'))
+        .map(e => e.id)""")
+    assert unlabeled == []
+    shot(page, "page-loaded")
+
+
+def test_chat_streams_tokens(page):
+    bodies = chat_requests(page)
+    page.fill("#max-tokens", "24")
+    page.fill("#temperature", "0")
+    # record every distinct text the reply shows while it streams
+    page.evaluate("""() => { window.__seen = [];
+        new MutationObserver(() => { const a = document.querySelector('.msg.assistant .answer');
+          if (a && a.textContent && window.__seen.at(-1) !== a.textContent) window.__seen.push(a.textContent); })
+        .observe(document.getElementById('log'), {subtree: true, childList: true, characterData: true}); }""")
+    send(page, "Tell me about the sea")
+    page.wait_for_selector(".msg.user:has-text('Tell me about the sea')")
+    assert page.is_enabled("#stop")
+    text = wait_reply_done(page)
+    seen = page.evaluate("window.__seen")
+    assert text.strip()
+    assert len(seen) >= 2, f"the reply should arrive in several pieces, saw {seen}"
+    assert all(seen[i + 1].startswith(seen[i][:1]) for i in range(len(seen) - 1))
+    assert bodies[-1]["stream"] is True and bodies[-1]["max_tokens"] == 24
+    assert bodies[-1]["messages"] == [{"role": "user", "content": "Tell me about the sea"}]
+    assert "persona" not in bodies[-1] and "traits" not in bodies[-1]
+    assert page.is_enabled("#send") and not page.is_enabled("#stop")
+    # the conversation continues: the next request carries the history
+    send(page, "And the mountains?")
+    page.wait_for_function("document.querySelectorAll('.msg.assistant .meta:not(:empty)').length === 2")
+    assert [m["role"] for m in bodies[-1]["messages"]] == ["user", "assistant", "user"]
+    # reset clears the conversation
+    page.click("#reset")
+    assert page.locator(".msg").count() == 0
+    send(page, "Fresh start")
+    wait_reply_done(page)
+    assert len(bodies[-1]["messages"]) == 1
+    shot(page, "chat-streamed")
+
+
+def test_persona_and_trait_slider_reach_the_request(page):
+    bodies = chat_requests(page)
+    page.fill("#max-tokens", "6")
+    page.select_option("#persona", "beta")
+    page.locator("#strength").fill("0.5")
+    page.locator("#trait-calm").fill("0.4")
+    # keyboard works on sliders: two steps of 0.05 to the right
+    page.focus("#trait-calm")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    assert page.text_content("#current-steering").startswith("beta ×0.5 · calm +0.5")
+    send(page, "Hello")
+    wait_reply_done(page)
+    body = bodies[-1]
+    assert body["persona"] == "beta" and body["strength"] == 0.5
+    assert body["traits"] == {"calm": 0.5}
+    meta = page.locator(".msg.assistant .meta").last.inner_text()
+    assert "beta 0.5" in meta and "calm +0.5" in meta      # echoed by the server
+    # switch persona: the next message uses the new one
+    page.select_option("#persona", "alpha")
+    page.locator("#trait-calm").fill("-0.3")
+    page.locator("#blend-gamma").fill("0.25")
+    page.check("#safety") if False else None
+    send(page, "Again")
+    page.wait_for_function("document.querySelectorAll('.msg.assistant .meta:not(:empty)').length === 2")
+    body = bodies[-1]
+    assert body["persona"] == "alpha" and body["traits"] == {"calm": -0.3}
+    assert body["blend"] == {"gamma": 0.25}
+    assert page.text_content("#current-steering").startswith("alpha ×0.5 · gamma 0.25 · calm -0.3")
+    shot(page, "steered-chat")
+
+
+def test_global_scale_applies(page, client):
+    page.locator("#scale").fill("0.75")
+    page.click("#scale-apply")
+    page.wait_for_function("document.getElementById('status-scale').textContent === '0.75'")
+    assert client.status()["steering_scale"] == 0.75
+    page.locator("#scale").fill("1")
+    page.click("#scale-apply")
+    page.wait_for_function("document.getElementById('status-scale').textContent === '1'")
+    assert client.status()["steering_scale"] == 1.0
+
+
+def test_server_error_is_rendered(page, client):
+    """A persona deleted behind the page's back: the server's 404 is shown in words."""
+    client.upload_vector("persona", "web_gone", vector_bytes(client, "persona", "web_gone"))
+    page.click("#status-refresh")
+    page.wait_for_selector("#persona option[value='web_gone']", state="attached")
+    page.select_option("#persona", "web_gone")
+    client.delete_vector("persona", "web_gone")
+    send(page, "Hello")
+    alert = page.locator("#error")
+    alert.wait_for(state="visible")
+    text = alert.inner_text()
+    assert "Server error 404" in text and "unknown persona 'web_gone'" in text
+    assert "alpha" in text                       # the message lists what exists
+    assert "unknown persona 'web_gone'" in page.locator(".msg.error-msg").inner_text()
+    assert page.is_enabled("#send")
+    shot(page, "server-error")
+    page.click("#error-close")
+    assert page.locator("#error").is_hidden()
+
+
+def test_stop_button_aborts(page):
+    page.fill("#max-tokens", "1500")
+    page.fill("#temperature", "1")
+    send(page, "Write a very long story")
+    page.wait_for_function("(document.querySelector('.msg.assistant .answer')?.textContent || '').length > 0")
+    page.click("#stop")
+    page.wait_for_selector(".msg.assistant .meta:text('stopped')")
+    assert page.is_enabled("#send") and not page.is_enabled("#stop")
+
+
+def test_info_view_and_similarity_heatmap(page, client):
+    page.click("button[aria-label='Info about persona alpha']")
+    dialog = page.locator("#info-dialog")
+    dialog.wait_for(state="visible")
+    assert page.text_content("#info-title") == "persona: alpha"
+    info = client.get_vector("persona", "alpha")
+    assert dialog.locator(".info-chart svg rect").count() == len(info["layers"])
+    assert "random (tests)" in dialog.inner_text()            # metadata is listed
+    shot(page, "info-view")
+    dialog.locator("button:text('Close')").click()
+    page.fill("#sim-layer", "2")
+    page.click("#sim-show")
+    page.wait_for_selector("#heatmap svg")
+    sim = client.similarity(layer=2)
+    n = len(sim["names"])
+    assert n >= 3 and page.locator("#heatmap .heat-cell").count() == n * n
+    titles = page.locator("#heatmap .heat-cell title").all_text_contents()
+    assert "alpha · alpha: 1.000" in titles
+    shot(page, "similarity-heatmap")
+    page.fill("#sim-layer", "99")
+    page.click("#sim-show")
+    page.locator("#error").wait_for(state="visible")
+    assert "layer 99 out of range" in page.inner_text("#error")
+
+
+def test_delete_with_confirmation(page, client):
+    client.upload_vector("trait", "web_del", vector_bytes(client, "trait", "web_del"))
+    page.click("#status-refresh")
+    item = page.locator("#vector-list li[data-name='web_del']")
+    item.wait_for()
+    page.click("button[aria-label='Delete trait web_del']")
+    page.locator("#confirm-dialog").wait_for(state="visible")
+    assert "web_del" in page.inner_text("#confirm-text")
+    page.click("#confirm-cancel")
+    assert item.count() == 1 and "web_del" in [t["name"] for t in client.list_traits()]
+    page.click("button[aria-label='Delete trait web_del']")
+    page.click("#confirm-ok")
+    item.wait_for(state="detached")
+    assert "web_del" not in [t["name"] for t in client.list_traits()]
+    assert page.locator("#trait-web_del").count() == 0
+
+
+def test_markdown_renderer_is_safe(page):
+    html = page.evaluate("""() => renderMarkdown(
+        "# Title\\n**bold** and *it* and `<b>code</b>`\\n\\n- one\\n- two\\n\\n```\\n<script>x</script>\\n```\\n"
+        + "<img src=x onerror=alert(1)> [link](javascript:alert(1)) [ok](https://example.org)")""")
+    assert "<strong>bold</strong>" in html and "<em>it</em>" in html
+    assert "<code>&lt;b&gt;code&lt;/b&gt;</code>" in html
+    assert "<ul><li>one</li><li>two</li></ul>" in html
+    assert "<pre><code>&lt;script&gt;x&lt;/script&gt;</code></pre>" in html
+    assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert 'href="javascript' not in html
+    assert '<a href="https://example.org" rel="noopener noreferrer" target="_blank">ok</a>' in html
+
+
+def test_narrow_screen(page):
+    page.set_viewport_size({"width": 380, "height": 800})
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0
+    assert page.is_visible("#message") and page.is_visible("#persona")
+    shot(page, "narrow-screen")
