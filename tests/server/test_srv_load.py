@@ -1,0 +1,147 @@
+"""Concurrency, client disconnects, API key on/off (SIGHUP reload, same engine)."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import httpx
+import openai
+import pytest
+import yaml
+
+MSG = [{"role": "user", "content": "Tell me a story about the sea."}]
+
+CONFIGS = [{}, {"persona": "alpha"}, {"persona": "beta"}, {"persona": "gamma"},
+           {"blend": {"alpha": 0.5, "beta": 0.5}}, {"blend": {"alpha": 0.7, "gamma": -0.4}},
+           {"persona": "alpha", "traits": {"calm": 0.8}}, {"traits": {"calm": -1.0}}]
+
+
+def _cfg(i):
+    c = dict(CONFIGS[i % len(CONFIGS)])
+    if i >= len(CONFIGS) and c:             # vary strengths across the 32 requests
+        c = {**c, "strength": round(0.4 + 0.1 * (i // len(CONFIGS)), 2)} if "persona" in c else c
+    return c
+
+
+def test_32_concurrent_streams_equal_their_solo_runs(server, steer_vectors):
+    n_tokens = 10
+
+    async def run():
+        client = openai.AsyncOpenAI(base_url=server.base_url + "/v1", api_key="x",
+                                    max_retries=0, timeout=600)
+
+        async def one(i, stream):
+            kw = dict(model=server.model_id, messages=MSG, max_tokens=n_tokens, temperature=0,
+                      extra_body=_cfg(i) or None)
+            if not stream:
+                r = await client.chat.completions.create(**kw)
+                return r.choices[0].message.content
+            s = await client.chat.completions.create(stream=True, **kw)
+            return "".join([c.choices[0].delta.content or "" async for c in s if c.choices])
+
+        solo = [await one(i, False) for i in range(32)]              # one at a time
+        together = await asyncio.gather(*(one(i, True) for i in range(32)))
+        await client.close()
+        return solo, together
+
+    solo, together = asyncio.run(run())
+    assert len(together) == 32
+    assert together == solo
+    assert len(set(solo)) >= len(CONFIGS) - 1      # the configs really differ
+
+
+def status(server):
+    return httpx.get(server.base_url + "/api/status", timeout=30).json()
+
+
+def wait_idle(server, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = status(server)
+        if st["running_requests"] == 0 and st["in_flight"] == 0:
+            return st
+        time.sleep(0.2)
+    raise AssertionError(f"requests still running: {status(server)}")
+
+
+def completion_tokens(server) -> float:
+    text = httpx.get(server.base_url + "/metrics", timeout=30).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("persona_steer_completion_tokens_total"))
+
+
+def test_stream_disconnect_aborts_engine_request(server, steer_vectors):
+    wait_idle(server)
+    body = {"messages": MSG, "max_tokens": 1500, "temperature": 0, "stream": True,
+            "persona": "alpha", "model": server.model_id}
+    with httpx.Client(timeout=120) as c:
+        with c.stream("POST", server.base_url + "/v1/chat/completions", json=body) as r:
+            assert r.status_code == 200
+            lines = r.iter_lines()
+            got = 0
+            for line in lines:
+                if line.startswith("data: "):
+                    got += 1
+                if got >= 3:
+                    break
+            st = status(server)
+            assert st["running_requests"] == 1 and st["in_flight"] == 1
+    # the connection is closed here, long before 1500 tokens
+    st = wait_idle(server)
+    assert st["running_requests"] == 0
+    before = completion_tokens(server)
+    time.sleep(1.0)
+    assert completion_tokens(server) == before        # nothing keeps generating
+
+
+def test_non_stream_disconnect_aborts_too(server, steer_vectors):
+    wait_idle(server)
+    body = {"messages": MSG, "max_tokens": 1900, "temperature": 1.0, "n": 8, "seed": 1}
+    with pytest.raises(httpx.ReadTimeout):      # 15,200 tokens: far more than 2 s of work
+        httpx.post(server.base_url + "/v1/chat/completions", json=body, timeout=2)
+    assert wait_idle(server)["running_requests"] == 0
+
+
+def _set_key(server, key):
+    cfg = yaml.safe_load(server.config_path.read_text())
+    cfg["server"]["api_key"] = key
+    server.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    os.kill(server.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if httpx.get(server.base_url + "/api/status", timeout=10,
+                     headers={"Authorization": f"Bearer {key}"} if key else {}
+                     ).json().get("auth") == (key is not None):
+            return
+        time.sleep(0.2)
+    raise AssertionError("key reload not applied")
+
+
+def test_api_key_on_and_off(server, steer_vectors):
+    url = server.base_url
+    assert httpx.get(url + "/v1/models").status_code == 200
+    _set_key(server, "sekret-123")
+    try:
+        for method, path in [("GET", "/v1/models"), ("GET", "/api/status"), ("GET", "/metrics"),
+                             ("POST", "/v1/chat/completions"), ("GET", "/api/personas"),
+                             ("POST", "/api/steering-scale"), ("GET", "/api/jobs")]:
+            r = httpx.request(method, url + path, json={}, timeout=30)
+            assert r.status_code == 401, (path, r.text)
+            assert r.json()["error"]["type"] == "authentication_error"
+            r = httpx.request(method, url + path, json={},
+                              headers={"Authorization": "Bearer wrong"}, timeout=30)
+            assert r.status_code == 401
+        assert httpx.get(url + "/health").status_code == 200           # never needs the key
+        assert httpx.get(url + "/").status_code == 200                 # the page itself
+        client = openai.OpenAI(base_url=url + "/v1", api_key="sekret-123", max_retries=0)
+        r = client.chat.completions.create(model=server.model_id, messages=MSG, max_tokens=2,
+                                           extra_body={"persona": "alpha"})
+        assert r.usage.completion_tokens == 2
+        bad = openai.OpenAI(base_url=url + "/v1", api_key="nope", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            bad.models.list()
+    finally:
+        _set_key(server, None)
+    assert httpx.get(url + "/v1/models").status_code == 200

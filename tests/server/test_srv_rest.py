@@ -1,0 +1,217 @@
+"""The REST API (personas/traits CRUD, load/unload, upload/download, similarity, status,
+steering scale, /api/chat), curl SSE framing and the WebSocket chat."""
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+
+import pytest
+import websockets
+
+from persona_steer.vector_format import SteeringVector
+from tests.conftest import make_vector
+
+MSG = [{"role": "user", "content": "Tell me about the weather today."}]
+
+
+@pytest.fixture(scope="module")
+def http(server, steer_vectors):
+    with server.client() as c:
+        yield c
+
+
+def greedy(http, n=6, **kw):
+    r = http.post("/v1/chat/completions",
+                  json={"messages": MSG, "max_tokens": n, "temperature": 0, **kw})
+    assert r.status_code == 200, r.text
+    return r.json()["choices"][0]["message"]["content"]
+
+
+def test_health_and_status(http, server):
+    assert http.get("/health").json() == {"status": "ok", "engine": "ready"}
+    st = http.get("/api/status").json()
+    assert st["engine"] == "ready" and st["model"] == server.model_id
+    assert st["hidden_size"] == 256 and st["num_layers"] == 4
+    assert {"alpha", "beta", "gamma"} <= set(st["loaded"]["personas"])
+    assert "calm" in st["loaded"]["traits"]
+    assert st["running_requests"] == 0 and st["auth"] is False
+
+
+def test_list_and_info(http):
+    personas = {p["name"]: p for p in http.get("/api/personas").json()["personas"]}
+    assert personas["beta"]["layers"] == [1, 2] and personas["beta"]["loaded"] is True
+    info = http.get("/api/personas/alpha").json()
+    assert info["layers"] == [0, 1, 2, 3] and len(info["norms"]) == 4
+    assert info["metadata"]["seed"] == 11 and info["metadata"]["kind"] == "persona"
+    traits = http.get("/api/traits").json()["traits"]
+    assert [t["name"] for t in traits] == ["calm"]
+
+
+def test_upload_use_download_delete_roundtrip(http, server):
+    vec = make_vector("persona", "uploaded", server.model_id, [1, 3], seed=99)
+    r = http.put("/api/personas/moved/vector", content=vec.to_bytes())
+    assert r.status_code == 201, r.text
+    assert r.json()["content_hash"] == vec.content_hash()
+    assert "persona:moved" in [m["id"] for m in http.get("/v1/models").json()["data"]]
+    steered = greedy(http, persona="moved")
+    assert steered != greedy(http)
+    r = http.get("/api/personas/moved/vector")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
+    back = SteeringVector.from_bytes(r.content)
+    assert back.name == "moved" and back.content_hash() == vec.content_hash()
+    # replacing it (200) changes what the next request gets, without restart
+    other = make_vector("persona", "moved", server.model_id, [1, 3], seed=100)
+    assert http.put("/api/personas/moved/vector", content=other.to_bytes()).status_code == 200
+    assert greedy(http, persona="moved") != steered
+    assert http.get("/api/personas/moved").json()["content_hash"] == other.content_hash()
+    assert http.delete("/api/personas/moved").json() == {"deleted": "moved", "kind": "persona"}
+    r = http.post("/v1/chat/completions",
+                  json={"messages": MSG, "max_tokens": 2, "persona": "moved"})
+    assert r.status_code == 404
+    assert http.delete("/api/personas/moved").status_code == 404
+
+
+def test_trait_upload_and_delete(http, server):
+    vec = make_vector("trait", "brisk", server.model_id, [2], seed=5)
+    assert http.put("/api/traits/brisk/vector", content=vec.to_bytes()).status_code == 201
+    assert "brisk" in [t["name"] for t in http.get("/api/traits").json()["traits"]]
+    assert greedy(http, traits={"brisk": 1.0}) != greedy(http)
+    assert http.delete("/api/traits/brisk").status_code == 200
+    assert http.post("/v1/chat/completions", json={"messages": MSG, "max_tokens": 2,
+                                                   "traits": {"brisk": 1}}).status_code == 404
+
+
+def test_unload_and_load(http):
+    r = http.post("/api/personas/gamma/unload")
+    try:
+        assert r.json() == {"name": "gamma", "kind": "persona", "loaded": False}
+        r = http.post("/v1/chat/completions",
+                      json={"messages": MSG, "max_tokens": 2, "persona": "gamma"})
+        assert r.status_code == 404 and "not loaded" in r.json()["error"]["message"]
+        assert r.json()["error"]["code"] == "persona_not_loaded"
+        assert "gamma" not in http.get("/api/status").json()["loaded"]["personas"]
+        assert "persona:gamma" not in [m["id"] for m in http.get("/v1/models").json()["data"]]
+    finally:
+        assert http.post("/api/personas/gamma/load").json()["loaded"] is True
+    assert greedy(http, persona="gamma")
+    assert http.post("/api/personas/nosuch/load").status_code == 404
+
+
+def test_similarity_matrix(http):
+    r = http.get("/api/vectors/similarity", params={"layer": 2}).json()
+    names = r["names"]
+    assert {"alpha", "beta", "gamma"} <= set(names)
+    m = r["matrix"]
+    assert len(m) == len(names) and all(len(row) == len(names) for row in m)
+    for i in range(len(names)):
+        assert abs(m[i][i] - 1.0) < 1e-6
+        for j in range(len(names)):
+            assert abs(m[i][j] - m[j][i]) < 1e-9 and -1 <= m[i][j] <= 1
+    r0 = http.get("/api/vectors/similarity", params={"layer": 0}).json()
+    assert "alpha" in r0["names"] and "beta" in r0["missing"]
+    assert http.get("/api/vectors/similarity", params={"layer": 99}).status_code == 400
+
+
+def test_steering_scale_changes_output_and_is_echoed(http):
+    base = greedy(http, persona="alpha")
+    try:
+        assert http.post("/api/steering-scale", json={"scale": 0.0}).json() == {"steering_scale": 0.0}
+        assert greedy(http, persona="alpha") == greedy(http)      # scale 0 == unsteered
+        assert http.post("/api/steering-scale", json={"scale": 0.5}).status_code == 200
+        r = http.post("/v1/chat/completions", json={"messages": MSG, "max_tokens": 6,
+                                                    "temperature": 0, "persona": "alpha"}).json()
+        assert r["steering"]["scale"] == 0.5
+        assert http.get("/api/status").json()["steering_scale"] == 0.5
+    finally:
+        http.post("/api/steering-scale", json={"scale": 1.0})
+    assert greedy(http, persona="alpha") == base
+
+
+def test_api_chat_matches_openai_chat(http):
+    r = http.post("/api/chat", json={"message": "Tell me about the weather today.",
+                                     "persona": "beta", "max_tokens": 6, "temperature": 0})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["response"] == greedy(http, persona="beta")
+    assert body["steering"]["personas"] == {"beta": 1.0}
+    assert body["usage"]["completion_tokens"] == 6 and body["finish_reason"] == "length"
+    assert http.post("/api/chat", json={"persona": "beta"}).status_code == 400
+
+
+def test_curl_sse_framing(server, http):
+    body = {"messages": MSG, "max_tokens": 4, "temperature": 0, "stream": True,
+            "persona": "alpha", "stream_options": {"include_usage": True}}
+    out = subprocess.run(["curl", "-sN", "--max-time", "120", server.base_url +
+                          "/v1/chat/completions", "-H", "content-type: application/json",
+                          "-d", json.dumps(body)], capture_output=True, text=True, timeout=150)
+    assert out.returncode == 0, out.stderr
+    raw = out.stdout
+    assert raw.endswith("data: [DONE]\n\n")
+    events = raw.split("\n\n")[:-1]
+    assert all(e.startswith("data: ") and "\n" not in e for e in events), events
+    chunks = [json.loads(e[6:]) for e in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert len({c["id"] for c in chunks}) == 1
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert chunks[0]["steering"]["personas"] == {"alpha": 1.0}
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == greedy(http, n=4, persona="alpha")
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 4
+    assert all("usage" in c for c in chunks)
+    # an error after the stream would start is still a proper HTTP error
+    bad = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                          server.base_url + "/v1/chat/completions", "-H",
+                          "content-type: application/json", "-d",
+                          json.dumps({**body, "persona": "nosuch"})],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.stdout == "404"
+
+
+def ws_url(server, path="/ws/chat"):
+    return server.base_url.replace("http://", "ws://") + path
+
+
+async def ws_chat(url, payload, headers=None):
+    events = []
+    async with websockets.connect(url, additional_headers=headers) as ws:
+        await ws.send(json.dumps(payload))
+        while True:
+            ev = json.loads(await asyncio.wait_for(ws.recv(), 120))
+            events.append(ev)
+            if ev["type"] in ("done", "error"):
+                return events
+
+
+def test_websocket_chat_streams_and_matches(server, http):
+    events = asyncio.run(ws_chat(ws_url(server), {
+        "message": "Tell me about the weather today.", "persona": "alpha", "max_tokens": 6,
+        "temperature": 0}))
+    assert events[0]["type"] == "start" and events[0]["steering"]["personas"] == {"alpha": 1.0}
+    assert events[-1]["type"] == "done" and events[-1]["usage"]["completion_tokens"] == 6
+    text = "".join(e.get("content", "") for e in events if e["type"] == "delta")
+    assert text == greedy(http, persona="alpha")
+    assert sum(e["type"] == "delta" for e in events) >= 2
+
+
+def test_websocket_errors_keep_the_socket_open(server):
+    async def go():
+        async with websockets.connect(ws_url(server)) as ws:
+            await ws.send("not json")
+            e1 = json.loads(await ws.recv())
+            await ws.send(json.dumps({"message": "hi", "persona": "nosuch"}))
+            e2 = json.loads(await ws.recv())
+            await ws.send(json.dumps({"message": "hi", "max_tokens": 0}))
+            e3 = json.loads(await ws.recv())
+            await ws.send(json.dumps({"message": "hi", "max_tokens": 2000, "temperature": 0}))
+            first = json.loads(await ws.recv())
+            await ws.send(json.dumps({"type": "stop"}))
+            seen = [first]
+            while seen[-1]["type"] not in ("stopped", "done"):
+                seen.append(json.loads(await asyncio.wait_for(ws.recv(), 120)))
+            return e1, e2, e3, seen
+    e1, e2, e3, seen = asyncio.run(go())
+    assert e1["type"] == "error" and "JSON" in e1["error"]["message"]
+    assert e2["type"] == "error" and e2["error"]["code"] == "persona_not_found"
+    assert e3["type"] == "error" and e3["error"]["param"] == "max_tokens"
+    assert seen[0]["type"] == "start" and seen[-1]["type"] == "stopped"
