@@ -1,0 +1,552 @@
+"""The behavioural proof on the toy persona model: extraction -> vector -> steering -> behaviour.
+
+    persona-steer toy eval [--url URL | --backend hf] [--questions N] [--out DIR] ...
+
+1. Extraction with the project's own jobs (extraction.jobs: assistant axis, one persona per
+   archetype, traits) from the archetype DATASETS (datasets/, not the toy training corpus), for
+   both token positions (response_mean -> `<name>`, last_prompt -> `<name>_lp`).
+2. A strength x layer sweep (greedy) to pick the token position, the layers and the strength;
+   a PNG chart of marker rate (and coherence) vs strength per layer.
+3. On held-out questions and held-out system prompts, greedy and sampled, through the server
+   (`--url`, or one this command starts on the toy model), or through HF forward hooks
+   (`--backend hf`, same formula; used when no server can run):
+   prompted, plain, steered (+ specificity, coherence), negative weight, safety capping,
+   blends (both styles), traits.
+Prints a table and writes report.json and sweep.png.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Any, Callable
+
+from extraction.toy import corpus
+
+PERSONAS = list(corpus.PERSONAS)
+TRAIT_PAIRS = [("formal", "casual"), ("enthusiastic", "gloomy")]
+POSITIONS = {"response_mean": "", "last_prompt": "_lp"}
+TARGETS = dict(prompted=0.9, plain=0.05, steered=0.7, others=0.1, coherence=0.8, cut=0.5, blend=0.5)
+MAX_TOKENS = 160
+
+
+# ----------------------------------------------------------------------------- generation
+@dataclass(frozen=True)
+class Gen:
+    system: str | None
+    question: str
+    topic: str
+    steer: tuple = ()            # sorted (key, json value) pairs: persona/strength/blend/traits/safety
+    temperature: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class Out:
+    text: str
+    finished: bool
+
+
+def steer(**kw) -> tuple:
+    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in kw.items() if v is not None))
+
+
+def _messages(g: Gen) -> list[dict]:
+    msgs = [] if g.system is None else [{"role": "system", "content": g.system}]
+    return msgs + [{"role": "user", "content": g.question}]
+
+
+class ServerClient:
+    """Generates through the project's OpenAI-compatible server (the steering fields at top level)."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, concurrency: int = 16):
+        import httpx
+        self.base = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(timeout=600, headers=headers)
+        self.concurrency = concurrency
+        r = self.http.get(self.base + "/v1/models")
+        r.raise_for_status()
+        self.model = r.json()["data"][0]["id"]
+        self.name = f"server {self.base}"
+
+    def _one(self, g: Gen) -> Out:
+        body: dict[str, Any] = {"model": self.model, "messages": _messages(g), "max_tokens": MAX_TOKENS,
+                                "temperature": g.temperature, "seed": g.seed}
+        body.update({k: json.loads(v) for k, v in g.steer})
+        r = self.http.post(self.base + "/v1/chat/completions", json=body)
+        if r.status_code >= 400:
+            raise RuntimeError(f"server answered HTTP {r.status_code}: {r.text[:300]}")
+        ch = r.json()["choices"][0]
+        return Out(ch["message"].get("content") or "", ch.get("finish_reason") == "stop")
+
+    def run(self, gens: list[Gen]) -> list[Out]:
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(self._one, gens))
+
+    def close(self):
+        self.http.close()
+
+
+class HFClient:
+    """Same requests through transformers + forward hooks (steering_plugin.reference), batched per
+    steering config; the delta comes from persona_steer.resolve (the README formula)."""
+
+    def __init__(self, settings, model_path: str, batch_size: int = 32):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        self.settings, self.torch = settings, torch
+        self.tok = AutoTokenizer.from_pretrained(model_path)
+        self.tok.padding_side = "left"
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+        self.batch_size = batch_size
+        self.name = "hf-hooks"
+
+    def _delta_cap(self, st: dict):
+        from persona_steer.resolve import ModelShape, axis_thresholds, load_axis, spec_delta
+        from persona_steer.steering_spec import build_spec
+        from persona_steer.store import VectorStore
+        s = self.settings.steering
+        cfg = self.model.config
+        spec = build_spec(persona=st.get("persona"), strength=st.get("strength"), blend=st.get("blend"),
+                          traits=st.get("traits"), safety=st.get("safety"),
+                          default_strength=s.default_strength, default_safety=s.safety.default,
+                          max_weight=s.max_weight)
+        store = VectorStore(self.settings.path("vectors"))
+        shape = ModelShape(cfg.hidden_size, cfg.num_hidden_layers)
+        delta = spec_delta(spec, store, shape, s.steering_scale)
+        cap = None
+        if spec.safety:
+            from persona_steer.config import resolve_layers
+            axis = load_axis(store, shape)
+            th = axis_thresholds(axis, s.safety.percentile)
+            rows = axis.per_layer()
+            cap = {L: (rows[L] / rows[L].norm(), th[L])
+                   for L in resolve_layers(s.safety.layers, cfg.num_hidden_layers) if L in rows}
+        return delta, cap
+
+    def run(self, gens: list[Gen]) -> list[Out]:
+        from steering_plugin.reference import hf_steering
+        torch = self.torch
+        out: list[Out | None] = [None] * len(gens)
+        groups: dict[tuple, list[int]] = {}
+        for i, g in enumerate(gens):
+            groups.setdefault((g.steer, g.temperature), []).append(i)
+        im_end = self.tok.convert_tokens_to_ids("<|im_end|>")
+        for (st, temp), idx in groups.items():
+            delta, cap = self._delta_cap({k: json.loads(v) for k, v in st})
+            for b in range(0, len(idx), self.batch_size):
+                chunk = idx[b:b + self.batch_size]
+                texts = [corpus.prompt_text(gens[i].system, gens[i].question) for i in chunk]
+                enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+                torch.manual_seed(gens[chunk[0]].seed)
+                with torch.no_grad(), hf_steering(self.model, delta if delta.any() else None, cap):
+                    res = self.model.generate(**enc, max_new_tokens=MAX_TOKENS, do_sample=temp > 0,
+                                              temperature=temp if temp > 0 else None, top_p=None,
+                                              top_k=None, eos_token_id=im_end,
+                                              pad_token_id=self.tok.pad_token_id)
+                for j, i in enumerate(chunk):
+                    ids = res[j, enc["input_ids"].shape[1]:].tolist()
+                    finished = im_end in ids
+                    if finished:
+                        ids = ids[:ids.index(im_end)]
+                    out[i] = Out(self.tok.decode(ids, skip_special_tokens=True), finished)
+        return out  # type: ignore[return-value]
+
+    def close(self):
+        pass
+
+
+# ----------------------------------------------------------------------------- server process
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ToyServer:
+    """`persona-steer --config <workdir>/config.yaml serve` on a loopback port, toy model."""
+
+    def __init__(self, settings, workdir: Path, startup_timeout: float = 600):
+        import httpx
+        import yaml
+        self.port = _free_port()
+        cfg = {"model": {"name": settings.model.name, "kv_cache_gib": settings.model.kv_cache_gib,
+                         "max_num_seqs": 64, "max_model_len": 1024, "dtype": "float32"},
+               "steering": settings.steering.model_dump(),
+               "server": {"host": "127.0.0.1", "port": self.port, "api_key": None},
+               "paths": {"vectors": str(settings.path("vectors")), "jobs": str(workdir / "jobs"),
+                         "datasets": str(settings.path("datasets")), "cache": str(settings.path("cache"))}}
+        self.config_path = workdir / "server-config.yaml"
+        self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        self.log_path = workdir / "server.log"
+        exe = Path(sys.executable).parent / "persona-steer"
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "persona_steer.cli"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_STEER_")}
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(cmd + ["--config", str(self.config_path), "serve"],
+                                         stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"toy server exited ({self.proc.returncode}); see {self.log_path}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"toy server not healthy after {startup_timeout}s; see {self.log_path}")
+            try:
+                if httpx.get(self.url + "/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(1)
+
+    def stop(self):
+        if self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+# ----------------------------------------------------------------------------- extraction
+def extract_all(settings, positions: list[str], *, num_questions: int, base_url: str | None,
+                log: Callable[[str], None] = print, traits: bool = True) -> dict:
+    """Axis, the six personas (from their archetypes) and the trait pairs, per token position."""
+    from extraction import datasets as ds
+    from extraction.jobs import run_axis_job, run_persona_job, run_trait_job
+    opts: dict[str, Any] = dict(num_questions=num_questions)
+    if base_url:
+        opts.update(rollout_backend="openai", base_url=base_url)
+    else:
+        opts.update(rollout_backend="hf")
+    ds.init_datasets(settings)
+    t0 = time.time()
+    done = {}
+    for pos in positions:
+        suffix = POSITIONS[pos]
+        if pos == "response_mean":
+            run_axis_job(settings, position=pos, **opts)
+            log(f"  axis done ({time.time() - t0:.0f}s)")
+        for p in PERSONAS:
+            vec = run_persona_job(settings, p + suffix, archetype=p, position=pos, **opts)
+            done[p + suffix] = vec.meta_json("separation")
+        if traits:
+            for word, opp in TRAIT_PAIRS:
+                run_trait_job(settings, word, opp, name=word + suffix, position=pos, **opts)
+        log(f"  {pos}: personas{' and traits' if traits else ''} done ({time.time() - t0:.0f}s)")
+    return done
+
+
+def restricted(settings, name: str, layers: list[int], new_name: str, kind: str = "persona") -> str:
+    """Save a copy of a vector with only the given layer rows (for the sweep / the default)."""
+    from persona_steer.store import VectorStore
+    from persona_steer.vector_format import SteeringVector
+    store = VectorStore(settings.path("vectors"))
+    vec = store.load(kind, name)
+    rows = {L: v for L, v in vec.per_layer().items() if L in layers}
+    meta = {k: v for k, v in vec.metadata.items()
+            if k not in ("kind", "name", "description", "model", "hidden_size", "format_version")}
+    meta["derived_from"] = name
+    meta["layers_kept"] = json.dumps(sorted(rows))
+    store.save(SteeringVector.build(kind, new_name, rows, model=vec.model, description=vec.description,
+                                    metadata=meta))
+    return new_name
+
+
+# ----------------------------------------------------------------------------- measurements
+def _rate(xs) -> float:
+    xs = list(xs)
+    return round(sum(1 for x in xs if x) / len(xs), 3) if xs else float("nan")
+
+
+def _prompt(name: str, i: int) -> str | None:
+    return corpus.heldout_system_prompt(name, seed=1000 + i)
+
+
+def measure(client, questions: list[tuple[str, str]], *, strength: float, temperature: float,
+            seed: int = 0, suffix: str = "", blends: bool = True, trait_strength: float | None = None,
+            capping: bool = True) -> dict:
+    """Every row of the proof for one decoding mode. Vector names are PERSONA+suffix."""
+    gens: list[Gen] = []
+    keys: list[tuple] = []
+
+    def add(key, system, st=()):
+        for i, (q, topic) in enumerate(questions):
+            sys_prompt = _prompt(system, i) if system is not None else None
+            gens.append(Gen(sys_prompt, q, topic, st, temperature, seed + i))
+            keys.append(key + (i,))
+
+    add(("plain",), "assistant")
+    for p in PERSONAS:
+        v = p + suffix
+        add(("prompted", p), p)
+        add(("steered", p), "assistant", steer(persona=v, strength=strength))
+        add(("negative", p), p, steer(persona=v, strength=-strength))
+        if capping:
+            add(("capping", p), p, steer(safety=True))
+    if blends:
+        for a, b in combinations(PERSONAS, 2):
+            add(("blend", a, b), "assistant", steer(blend={a + suffix: 0.5 * strength, b + suffix: 0.5 * strength}))
+    ts = trait_strength if trait_strength is not None else strength
+    for word, opp in TRAIT_PAIRS:
+        add(("trait_prompted", word), word)
+        add(("trait_prompted", opp), opp)
+        add(("trait+", word), "assistant", steer(traits={word + suffix: ts}))
+        add(("trait-", word), "assistant", steer(traits={word + suffix: -ts}))
+    outs = client.run(gens)
+    by: dict[tuple, list[tuple[Gen, Out]]] = {}
+    for k, g, o in zip(keys, gens, outs):
+        by.setdefault(k[:-1], []).append((g, o))
+
+    def marker(key, name):
+        return _rate(corpus.has_style(o.text, name) for _, o in by[key])
+
+    def others(key, name):
+        rest = [p for p in PERSONAS if p != name]
+        return _rate(any(corpus.has_style(o.text, r) for r in rest) for _, o in by[key])
+
+    def coh(key):
+        return _rate(corpus.coherent(o.text, g.topic, o.finished) for g, o in by[key])
+
+    res: dict[str, Any] = {"personas": {}, "blends": {}, "traits": {}}
+    res["plain_any"] = _rate(any(corpus.has_style(o.text, p) for p in PERSONAS) for _, o in by[("plain",)])
+    res["plain_coherence"] = coh(("plain",))
+    for p in PERSONAS:
+        row = {"prompted": marker(("prompted", p), p),
+               "plain": marker(("plain",), p),
+               "steered": marker(("steered", p), p),
+               "steered_others": others(("steered", p), p),
+               "steered_coherence": coh(("steered", p)),
+               "steered_clean": _rate(corpus.has_style(o.text, p) and corpus.coherent(o.text, g.topic, o.finished)
+                                      and not any(corpus.has_style(o.text, r) for r in PERSONAS if r != p)
+                                      for g, o in by[("steered", p)]),
+               "negative": marker(("negative", p), p),
+               "negative_coherence": coh(("negative", p))}
+        if capping:
+            row["capping"] = marker(("capping", p), p)
+        res["personas"][p] = row
+    if blends:
+        for a, b in combinations(PERSONAS, 2):
+            items = by[("blend", a, b)]
+            res["blends"][f"{a}+{b}"] = {
+                "both": _rate(corpus.has_style(o.text, a) and corpus.has_style(o.text, b) for _, o in items),
+                "either": _rate(corpus.has_style(o.text, a) or corpus.has_style(o.text, b) for _, o in items),
+                "coherence": _rate(corpus.coherent(o.text, g.topic, o.finished) for g, o in items)}
+    for word, opp in TRAIT_PAIRS:
+        res["traits"][word] = {
+            "prompted": marker(("trait_prompted", word), word),
+            "prompted_opposite": marker(("trait_prompted", opp), opp),
+            "plain": marker(("plain",), word), "plain_opposite": marker(("plain",), opp),
+            "steered+": marker(("trait+", word), word), "steered+_opposite": marker(("trait+", word), opp),
+            "steered-": marker(("trait-", word), opp), "steered-_word": marker(("trait-", word), word),
+            "coherence+": coh(("trait+", word)), "coherence-": coh(("trait-", word))}
+    res["samples"] = {f"{k[0]}:{'+'.join(k[1:])}": by[k][0][1].text[:300] for k in list(by)[:40]}
+    return res
+
+
+def sweep(settings, client, questions, *, positions: list[str], strengths: list[float],
+          layer_sets: dict[str, list[int]], log=print) -> list[dict]:
+    """Greedy steered marker rate / others / coherence per (position, layers, strength)."""
+    rows = []
+    for pos in positions:
+        suffix = POSITIONS[pos]
+        names = {}
+        for lname, layers in layer_sets.items():
+            for p in PERSONAS:
+                names[(lname, p)] = (p + suffix if lname == "all"
+                                     else restricted(settings, p + suffix, layers, f"{p}{suffix}_s{lname}"))
+        gens, keys = [], []
+        for lname in layer_sets:
+            for s in strengths:
+                for p in PERSONAS:
+                    for i, (q, topic) in enumerate(questions):
+                        gens.append(Gen(_prompt("assistant", i), q, topic,
+                                        steer(persona=names[(lname, p)], strength=s), 0.0, i))
+                        keys.append((lname, s, p))
+        outs = client.run(gens)
+        agg: dict[tuple, list] = {}
+        for k, g, o in zip(keys, gens, outs):
+            agg.setdefault(k, []).append((g, o))
+        for lname in layer_sets:
+            for s in strengths:
+                per = {}
+                for p in PERSONAS:
+                    items = agg[(lname, s, p)]
+                    per[p] = dict(
+                        rate=_rate(corpus.has_style(o.text, p) for _, o in items),
+                        others=_rate(any(corpus.has_style(o.text, r) for r in PERSONAS if r != p) for _, o in items),
+                        coherence=_rate(corpus.coherent(o.text, g.topic, o.finished) for g, o in items),
+                        clean=_rate(corpus.has_style(o.text, p) and corpus.coherent(o.text, g.topic, o.finished)
+                                    and not any(corpus.has_style(o.text, r) for r in PERSONAS if r != p)
+                                    for g, o in items))
+                mean = {m: round(sum(v[m] for v in per.values()) / len(per), 3)
+                        for m in ("rate", "others", "coherence", "clean")}
+                rows.append(dict(position=pos, layers=lname, strength=s, **mean,
+                                 min_clean=min(v["clean"] for v in per.values()), per_persona=per))
+                log(f"  sweep {pos:13s} layers={lname:5s} strength={s:<5} rate={mean['rate']:.2f} "
+                    f"others={mean['others']:.2f} coherence={mean['coherence']:.2f} clean={mean['clean']:.2f}")
+    return rows
+
+
+def pick_default(rows: list[dict]) -> dict:
+    """Highest mean clean rate (own style, coherent, no other persona); ties -> lower strength."""
+    return max(rows, key=lambda r: (r["clean"], r["min_clean"], -r["strength"]))
+
+
+def plot_sweep(rows: list[dict], out: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    positions = sorted({r["position"] for r in rows})
+    fig, axes = plt.subplots(1, len(positions), figsize=(6 * len(positions), 4.5), squeeze=False)
+    for ax, pos in zip(axes[0], positions):
+        sub = [r for r in rows if r["position"] == pos]
+        for lname in dict.fromkeys(r["layers"] for r in sub):
+            pts = sorted((r["strength"], r["rate"], r["coherence"]) for r in sub if r["layers"] == lname)
+            line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"layers {lname}")
+            ax.plot([p[0] for p in pts], [p[2] for p in pts], linestyle=":", color=line.get_color())
+        ax.set_title(f"toy persona model, position={pos}\nsolid: own marker rate, dotted: coherence")
+        ax.set_xlabel("strength (weight of the persona vector)")
+        ax.set_ylabel("rate (mean over 6 personas)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+def check_targets(main: dict, capping: bool = True) -> dict:
+    t = TARGETS
+    out = {}
+    for p, r in main["personas"].items():
+        out[p] = {"prompted": r["prompted"] >= t["prompted"], "plain": r["plain"] <= t["plain"],
+                  "steered": r["steered"] >= t["steered"], "others": r["steered_others"] <= t["others"],
+                  "coherence": r["steered_coherence"] >= t["coherence"],
+                  "negative": r["negative"] <= t["cut"] * r["prompted"]}
+        if capping and "capping" in r:
+            out[p]["capping"] = r["capping"] <= t["cut"] * r["prompted"]
+    if main["blends"]:
+        both = [b["both"] for b in main["blends"].values()]
+        out["blends"] = {"pairs_at_target": sum(1 for x in both if x >= t["blend"]), "pairs": len(both),
+                         "mean_both": round(sum(both) / len(both), 3)}
+    return out
+
+
+def format_table(report: dict) -> str:
+    lines = []
+    for mode, main in report["modes"].items():
+        lines.append(f"== {mode} ({report['n_questions']} held-out questions, strength "
+                     f"{report['default']['strength']}, layers {report['default']['layers']}, "
+                     f"position {report['default']['position']}, via {report['backend']})")
+        lines.append(f"{'persona':15s} {'prompted':>8s} {'plain':>6s} {'steered':>8s} {'others':>7s} "
+                     f"{'coher.':>7s} {'negative':>9s} {'capping':>8s}")
+        for p, r in main["personas"].items():
+            lines.append(f"{p:15s} {r['prompted']:8.2f} {r['plain']:6.2f} {r['steered']:8.2f} "
+                         f"{r['steered_others']:7.2f} {r['steered_coherence']:7.2f} {r['negative']:9.2f} "
+                         f"{r.get('capping', float('nan')):8.2f}")
+        if main["blends"]:
+            both = [b["both"] for b in main["blends"].values()]
+            lines.append(f"blends (15 pairs at 0.5+0.5 x strength): both styles mean {sum(both) / len(both):.2f}, "
+                         f"pairs with both >= 0.5: {sum(1 for x in both if x >= 0.5)}/{len(both)}")
+        for w, r in main["traits"].items():
+            lines.append(f"trait {w:13s} prompted {r['prompted']:.2f}/{r['prompted_opposite']:.2f}  "
+                         f"plain {r['plain']:.2f}/{r['plain_opposite']:.2f}  +steer {r['steered+']:.2f} "
+                         f"(opposite {r['steered+_opposite']:.2f})  -steer -> opposite {r['steered-']:.2f}  "
+                         f"coherence {r['coherence+']:.2f}/{r['coherence-']:.2f}")
+    return "\n".join(lines)
+
+
+def run_eval(settings, *, workdir: Path, url: str | None = None, backend: str = "server",
+             n_questions: int = 20, extract_questions: int = 20,
+             positions: list[str] | None = None, strengths: list[float] | None = None,
+             sweep_questions: int = 8, layer_sets: dict[str, list[int]] | None = None,
+             default: dict | None = None, sampled: bool = True, blends: bool = True,
+             capping: bool = True, traits: bool = True, skip_extraction: bool = False,
+             log: Callable[[str], None] = print) -> dict:
+    """The whole proof. `settings` must point paths.vectors/datasets at a scratch folder."""
+    from persona_steer.testmodels import resolve_model
+    workdir.mkdir(parents=True, exist_ok=True)
+    positions = positions or list(POSITIONS)
+    model_path = resolve_model(settings.model.name, settings.path("cache"))
+    t0 = time.time()
+    server = None
+    client = None
+    try:
+        if backend == "server":
+            if not url:
+                log("starting a server on the toy model ...")
+                server = ToyServer(settings, workdir)
+                url = server.url
+            client = ServerClient(url)
+        else:
+            client = HFClient(settings, model_path)
+        if not skip_extraction:
+            log(f"extraction from the archetype datasets ({extract_questions} questions) ...")
+            extract_all(settings, positions, num_questions=extract_questions,
+                        base_url=url if backend == "server" else None, log=log, traits=traits)
+        from transformers import AutoConfig
+        n_layers = AutoConfig.from_pretrained(model_path).num_hidden_layers
+        rows: list[dict] = []
+        if default is None:
+            layer_sets = layer_sets or {**{str(L): [L] for L in range(n_layers)},
+                                        "all": list(range(n_layers))}
+            strengths = strengths or [0.5, 1.0, 2.0, 4.0]
+            sq = corpus.eval_questions(sweep_questions, seed=77)
+            log(f"sweep: {len(positions)} positions x {len(layer_sets)} layer sets x {len(strengths)} strengths "
+                f"x {len(PERSONAS)} personas x {len(sq)} questions ...")
+            rows = sweep(settings, client, sq, positions=positions, strengths=strengths,
+                         layer_sets=layer_sets, log=log)
+            best = pick_default(rows)
+            default = dict(position=best["position"], layers=best["layers"], strength=best["strength"],
+                           layer_list=(layer_sets[best["layers"]]))
+            plot_sweep(rows, workdir / "sweep.png")
+        log(f"default: {default}")
+        suffix = POSITIONS[default["position"]]
+        # the vectors used for the proof: the chosen layers of each persona / trait
+        chosen = "_d"
+        for p in PERSONAS:
+            restricted(settings, p + suffix, default["layer_list"], p + chosen)
+        if traits:
+            for w, _ in TRAIT_PAIRS:
+                restricted(settings, w + suffix, default["layer_list"], w + chosen, kind="trait")
+        questions = corpus.eval_questions(n_questions)
+        modes = {"greedy": 0.0}
+        if sampled:
+            modes["sampled (T=0.7)"] = 0.7
+        report: dict[str, Any] = dict(model=settings.model.name, backend=client.name,
+                                      n_questions=len(questions), extract_questions=extract_questions,
+                                      default=default, targets=TARGETS, sweep=rows, modes={}, checks={})
+        for mode, temp in modes.items():
+            log(f"measuring ({mode}) ...")
+            main = measure(client, questions, strength=default["strength"], temperature=temp,
+                           suffix=chosen, blends=blends, capping=capping)
+            report["modes"][mode] = main
+            report["checks"][mode] = check_targets(main, capping)
+        report["minutes"] = round((time.time() - t0) / 60, 1)
+        (workdir / "report.json").write_text(json.dumps(report, indent=1))
+        return report
+    finally:
+        if client is not None:
+            client.close()
+        if server is not None:
+            server.stop()

@@ -1,0 +1,88 @@
+"""`persona-steer toy train` and `persona-steer toy eval`: the small trained persona model."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from persona_steer.cli import CLIError
+
+
+def _train(args) -> int:
+    from extraction.toy.train import TrainConfig, train
+    from persona_steer.testmodels import TOY_MODEL_DIR
+
+    if args.steps < 1 or args.batch_size < 1:
+        raise CLIError("--steps and --batch-size must be at least 1")
+    cfg = TrainConfig(steps=args.steps, seed=args.seed, batch_size=args.batch_size,
+                      threads=args.threads)
+    out = Path(args.out) if args.out else TOY_MODEL_DIR
+    rec = train(out, cfg)
+    print(f"trained {out}: {rec['n_params'] / 1e6:.2f}M parameters, final loss "
+          f"{rec['final_loss']:.4f}, {rec['minutes']} min")
+    return 0
+
+
+def _eval(args) -> int:
+    from persona_steer.config import load_config
+    from extraction.toy.eval import POSITIONS, format_table, run_eval
+
+    work = Path(args.out).resolve()
+    overrides = list(args.overrides) + [
+        f"model.name={args.model}", f"paths.vectors={work / 'vectors'}",
+        f"paths.datasets={work / 'datasets'}"]
+    settings = load_config(args.config, overrides=overrides)
+    positions = [args.position] if args.position else list(POSITIONS)
+    default = None
+    if args.strength is not None:
+        if not args.position or args.layers is None:
+            raise CLIError("--strength needs --position and --layers (or leave all three out to sweep)")
+        layers = [int(x) for x in args.layers.split(",")] if args.layers != "all" else None
+        if layers is None:
+            from transformers import AutoConfig
+            from persona_steer.testmodels import resolve_model
+            n = AutoConfig.from_pretrained(resolve_model(args.model, settings.path("cache"))).num_hidden_layers
+            layers = list(range(n))
+        default = dict(position=args.position, layers=args.layers, strength=args.strength,
+                       layer_list=layers)
+    report = run_eval(settings, workdir=work, url=args.url, backend=args.backend,
+                      n_questions=args.questions, extract_questions=args.extract_questions,
+                      positions=positions, sweep_questions=args.sweep_questions,
+                      default=default, sampled=not args.greedy_only,
+                      skip_extraction=args.skip_extraction,
+                      log=lambda m: print(m, flush=True))
+    print(format_table(report))
+    print(json.dumps(report["checks"], indent=1))
+    print(f"report: {work / 'report.json'}" + (f", chart: {work / 'sweep.png'}" if report["sweep"] else ""))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("toy", help="train or evaluate the small trained persona model (builtin:toy-persona)")
+    tsub = p.add_subparsers(dest="toy_cmd", metavar="train|eval")
+    tsub.required = True
+
+    t = tsub.add_parser("train", help="train the toy persona model on CPU (deterministic given --seed)")
+    t.add_argument("--steps", type=int, default=700)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--batch-size", type=int, default=24)
+    t.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1 is fastest on a busy 2-core machine)")
+    t.add_argument("--out", help="output folder (default: persona_steer/toy_model, what builtin:toy-persona loads)")
+    t.set_defaults(func=_train)
+
+    e = tsub.add_parser("eval", help="the behavioural proof: extract, sweep, steer, measure; table + JSON + PNG")
+    e.add_argument("--model", default="builtin:toy-persona")
+    e.add_argument("--url", help="a running persona-steer server on the toy model (default: start one)")
+    e.add_argument("--backend", choices=["server", "hf"], default="server",
+                   help="server (through the real server) or hf (transformers forward hooks, same formula)")
+    e.add_argument("--out", default=".cache/toy-eval", help="work folder: vectors, datasets, report.json, sweep.png")
+    e.add_argument("--questions", type=int, default=20, help="held-out questions per measurement")
+    e.add_argument("--extract-questions", type=int, default=20, help="dataset questions used by extraction")
+    e.add_argument("--sweep-questions", type=int, default=8)
+    e.add_argument("--position", choices=["response_mean", "last_prompt"])
+    e.add_argument("--layers", help="comma-separated layers or 'all' (with --strength: skip the sweep)")
+    e.add_argument("--strength", type=float)
+    e.add_argument("--greedy-only", action="store_true")
+    e.add_argument("--skip-extraction", action="store_true", help="reuse the vectors already in --out")
+    e.set_defaults(func=_eval)
