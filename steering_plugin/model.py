@@ -34,31 +34,34 @@ def _layer_spec(value, default="all"):
     return default if value is None else value
 
 
+def init_steering_buffers(module: nn.Module, hf_config, *, dtype: torch.dtype, slots: int,
+                          max_tokens: int) -> None:
+    """Allocate the static steering buffers on `module` (see the module docstring)."""
+    n_layers, hidden = hf_config.num_hidden_layers, hf_config.hidden_size
+    module.steer_layers = resolve_layers(_layer_spec(getattr(hf_config, "steering_layers", None)), n_layers)
+    module.cap_layers = resolve_layers(_layer_spec(getattr(hf_config, "steering_cap_layers", None)), n_layers)
+    # layer index -> row in the tables (plain dicts fixed at init: safe to read in forward)
+    module.steer_row = {layer: i for i, layer in enumerate(module.steer_layers)}
+    module.cap_row = {layer: i for i, layer in enumerate(module.cap_layers)}
+    module.num_slots = slots
+
+    def buf(name, t):
+        module.register_buffer(name, t, persistent=False)  # the weight loader ignores them
+
+    buf("steer_index", torch.zeros(max_tokens, dtype=torch.int64))
+    buf("steer_table", torch.zeros(len(module.steer_layers), slots, hidden, dtype=dtype))
+    buf("cap_axis", torch.zeros(max(len(module.cap_layers), 1), hidden, dtype=dtype))
+    buf("cap_thresh", torch.zeros(max(len(module.cap_layers), 1), dtype=dtype))
+    buf("cap_on", torch.zeros(slots, dtype=dtype))
+
+
 class SteerQwen3Model(Qwen3Model):
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = ""):
         super().__init__(vllm_config=vllm_config, prefix=prefix)
-        hf = vllm_config.model_config.hf_config
-        n_layers = hf.num_hidden_layers
-        hidden = hf.hidden_size
-        dtype = vllm_config.model_config.dtype
-        slots = vllm_config.scheduler_config.max_num_seqs + 1
-        max_tokens = vllm_config.scheduler_config.max_num_batched_tokens
-
-        self.steer_layers = resolve_layers(_layer_spec(getattr(hf, "steering_layers", None)), n_layers)
-        self.cap_layers = resolve_layers(_layer_spec(getattr(hf, "steering_cap_layers", None)), n_layers)
-        # layer index -> row in the tables (a plain dict, fixed at init: safe to read in forward)
-        self.steer_row = {layer: i for i, layer in enumerate(self.steer_layers)}
-        self.cap_row = {layer: i for i, layer in enumerate(self.cap_layers)}
-        self.num_slots = slots
-
-        def buf(name, t):
-            self.register_buffer(name, t, persistent=False)  # weight loader ignores them
-
-        buf("steer_index", torch.zeros(max_tokens, dtype=torch.int64))
-        buf("steer_table", torch.zeros(len(self.steer_layers), slots, hidden, dtype=dtype))
-        buf("cap_axis", torch.zeros(max(len(self.cap_layers), 1), hidden, dtype=dtype))
-        buf("cap_thresh", torch.zeros(max(len(self.cap_layers), 1), dtype=dtype))
-        buf("cap_on", torch.zeros(slots, dtype=dtype))
+        init_steering_buffers(
+            self, vllm_config.model_config.hf_config, dtype=vllm_config.model_config.dtype,
+            slots=vllm_config.scheduler_config.max_num_seqs + 1,
+            max_tokens=vllm_config.scheduler_config.max_num_batched_tokens)
 
     def _steer(self, layer_idx: int, hidden_states: torch.Tensor,
                residual: torch.Tensor) -> torch.Tensor:
