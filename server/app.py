@@ -108,9 +108,11 @@ def create_app(settings: Settings, *, config_path: Optional[str] = None,
     async def lifespan(app: FastAPI):
         loop = asyncio.get_running_loop()
         start_engine(state, engine_factory)
-        backend = job_backend if job_backend is not None else {
-            "rollout_backend": "openai", "base_url": settings.server_url + "/v1",
-            "api_key": state.api_key}
+        # Jobs roll out through this server's own engine (OpenAI API on loopback), so no
+        # second engine is ever built; the key is read when each job starts.
+        backend = job_backend if job_backend is not None else (lambda: {
+            "rollout_backend": "openai", "base_url": _loopback_url(settings) + "/v1",
+            "api_key": state.api_key})
         state.jobs = JobManager(settings, backend=backend,
                                 on_success=lambda r: state.set_loaded(r["kind"], r["name"], True))
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -170,3 +172,10 @@ def _reload(state: ServerState) -> None:
         state.reload_api_key()
     except Exception as err:  # keep serving with the old key
         log.error("config reload failed, keeping the old settings: %s", err)
+
+
+def _loopback_url(settings: Settings) -> str:
+    host = settings.server.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{settings.server.port}"

@@ -74,12 +74,12 @@ def _worker_main(target: str, settings_data: dict, base_dir: str, params: dict,
 
 
 class JobManager:
-    def __init__(self, settings: Settings, *, backend: Optional[dict] = None,
-                 on_success=None):
+    def __init__(self, settings: Settings, *, backend=None, on_success=None):
+        # backend: dict of job options (or a callable returning one, read at each job start)
         self.settings = settings
         self.dir = settings.path("jobs")
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.backend = backend or {}
+        self.backend = backend if backend is not None else {}
         self.on_success = on_success            # callback(result dict) in the event loop
         self.jobs: dict[str, dict] = {}
         self.subscribers: dict[str, list[asyncio.Queue]] = {}
@@ -172,7 +172,8 @@ class JobManager:
         proc = ctx.Process(
             target=_worker_main, name=f"job-{rec['id']}", daemon=True,
             args=(target, self.settings.model_dump(mode="json"), str(self.settings._base_dir),
-                  rec["params"], self.backend, events))
+                  rec["params"], self.backend() if callable(self.backend) else self.backend,
+                  events))
         rec["status"] = "running"
         rec["started_at"] = time.time()
         self._write(rec)
