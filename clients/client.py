@@ -418,6 +418,13 @@ class PersonaSteerClient(_Base):
     def job(self, job_id: str) -> Job:
         return Job.from_dict(self._json("GET", f"/api/jobs/{job_id}"))
 
+    def jobs(self) -> list[Job]:
+        data = self._json("GET", "/api/jobs")
+        return [Job.from_dict(j) for j in (data.get("jobs", []) if isinstance(data, dict) else data)]
+
+    def cancel_job(self, job_id: str) -> Job:
+        return Job.from_dict(self._json("DELETE", f"/api/jobs/{job_id}"))
+
     def job_events(self, job_id: str) -> Iterator[dict]:
         """The job's SSE progress events as dicts, until the server closes the stream."""
         try:
@@ -612,6 +619,9 @@ class AsyncPersonaSteerClient(_Base):
         body = {"name": name, "description": description} if description else \
             {"name": name, "archetype": archetype}
         return Job.from_dict(await self._json("POST", "/api/personas", json=body))
+
+    async def cancel_job(self, job_id: str) -> Job:
+        return Job.from_dict(await self._json("DELETE", f"/api/jobs/{job_id}"))
 
     async def job(self, job_id: str) -> Job:
         return Job.from_dict(await self._json("GET", f"/api/jobs/{job_id}"))

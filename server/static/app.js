@@ -495,7 +495,8 @@ function barChart(labels, values, title) {
   const scale = hasNeg ? (h - pad - 12) / 2 / max : (h - pad - 12) / max;
   const bw = (w - pad - 8) / values.length;
   svg.append(svgEl("line", { x1: pad, x2: w, y1: zeroY, y2: zeroY, stroke: "#888" }));
-  svg.append(svgEl("text", { x: 2, y: 14, "font-size": 11, fill: "#555" }, fmt(max)));
+  svg.append(svgEl("text", { x: pad - 4, y: zeroY - max * scale + 4, "font-size": 11, "text-anchor": "end", fill: "#555" }, fmt(max)));
+  svg.append(svgEl("text", { x: pad - 4, y: zeroY + 4, "font-size": 11, "text-anchor": "end", fill: "#555" }, "0"));
   values.forEach((v, i) => {
     const x = pad + i * bw + 2, bh = Math.abs(v) * scale;
     const rect = svgEl("rect", { x, y: v >= 0 ? zeroY - bh : zeroY, width: Math.max(bw - 4, 1), height: bh, fill: v >= 0 ? "#2454c5" : "#b3261e" });
@@ -668,7 +669,9 @@ async function followJob(job, title) {
   if (!FINISHED.includes(last.status)) {
     try { last = await api("GET", `/api/jobs/${encodeURIComponent(id)}`); showJob(item, last); } catch (e) { /* shown above */ }
   }
-  if (FAILED.includes(last.status)) {
+  if (last.status === "cancelled") {
+    showError(new Error(`${title} was cancelled`));
+  } else if (FAILED.includes(last.status)) {
     const err = last.error && typeof last.error === "object" ? last.error.message : last.error;
     showError(new Error(`${title} failed: ${err || last.message || "unknown error"}`));
   }

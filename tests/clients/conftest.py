@@ -64,12 +64,14 @@ def run_cli(live: Live, *args: str, input: str | None = None, url: bool = True,
                           cwd=str(PROJECT_ROOT), timeout=timeout)
 
 
-def vector_bytes(client, kind: str, name: str, seed: int = 0, scale: float = 0.5) -> bytes:
+def vector_bytes(client, kind: str, name: str, seed: int = 0, scale: float = 0.5,
+                 metadata: dict | None = None) -> bytes:
     """A random vector that fits the served model (hidden size, layers, model id)."""
     st = client.status()
     g = torch.Generator().manual_seed(seed)
     layers = st.get("steerable_layers") or list(range(st["num_layers"]))
     per_layer = {int(l): torch.randn(st["hidden_size"], generator=g) * scale for l in layers}
     vec = SteeringVector.build(kind, name, per_layer, model=st["model"],
-                               description=f"{name}: uploaded by the client tests")
+                               description=f"{name}: uploaded by the client tests",
+                               metadata=metadata)
     return vec.to_bytes()

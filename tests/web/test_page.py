@@ -216,3 +216,85 @@ def test_narrow_screen(page):
     assert overflow <= 0
     assert page.is_visible("#message") and page.is_visible("#persona")
     shot(page, "narrow-screen")
+
+
+def test_info_view_shows_separation_chart(page, client):
+    sep = {"0": 0.2, "1": 1.5, "2": 2.5, "3": 1.25}
+    client.upload_vector("persona", "web_sep", vector_bytes(client, "persona", "web_sep",
+                                                            metadata={"separation": sep}))
+    try:
+        page.click("#status-refresh")
+        page.click("button[aria-label='Info about persona web_sep']")
+        page.locator("#info-dialog").wait_for(state="visible")
+        assert page.inner_text("#info-body h3") == "Per-layer separation"
+        bars = page.locator("#info-dialog .info-chart svg rect title").all_text_contents()
+        assert bars == [f"layer {k}: {v}" for k, v in sep.items()]
+        shot(page, "info-separation")
+    finally:
+        client.delete_vector("persona", "web_sep")
+
+
+def test_create_and_delete_trait_through_the_ui(page, client):
+    """A real extraction job: live progress over SSE, then the trait is usable and deletable."""
+    bodies = chat_requests(page)
+    page.evaluate("""() => { window.__progress = [];
+        new MutationObserver(() => document.querySelectorAll('#jobs .job-status').forEach(e => {
+          if (window.__progress.at(-1) !== e.textContent) window.__progress.push(e.textContent); }))
+        .observe(document.getElementById('jobs'), {subtree: true, childList: true, characterData: true}); }""")
+    page.fill("#trait-word", "sunny")
+    page.fill("#trait-opposite", "stormy")
+    page.fill("#trait-name", "web_sunny")
+    page.click("#trait-form button[type=submit]")
+    job = page.locator("#jobs li", has_text="trait web_sunny")
+    job.wait_for()
+    assert page.input_value("#trait-word") == ""                  # the form was reset
+    page.wait_for_function(
+        "document.querySelector('#jobs li')?.dataset.status === 'running'", timeout=300_000)
+    shot(page, "trait-job-running")
+    page.wait_for_function(
+        "['succeeded', 'failed', 'cancelled'].includes(document.querySelector('#jobs li')?.dataset.status)",
+        timeout=900_000)
+    progress = page.evaluate("window.__progress")
+    assert job.get_attribute("data-status") == "succeeded", progress
+    assert any("/" in p for p in progress), f"progress counts should stream live: {progress}"
+    assert len(progress) >= 3
+    assert float(job.locator("progress").get_attribute("value") or
+                 page.evaluate("document.querySelector('#jobs progress').value")) == 1
+    # the new trait is listed, has a slider, and the next request can use it
+    page.locator("#vector-list li[data-name='web_sunny']").wait_for()
+    page.locator("#trait-web_sunny").fill("0.6")
+    page.fill("#max-tokens", "6")
+    send(page, "How is the weather?")
+    wait_reply_done(page)
+    assert bodies[-1]["traits"] == {"web_sunny": 0.6}
+    assert "web_sunny +0.6" in page.locator(".msg.assistant .meta").last.inner_text()
+    shot(page, "trait-created")
+    # delete it through the UI
+    page.click("button[aria-label='Delete trait web_sunny']")
+    page.click("#confirm-ok")
+    page.locator("#vector-list li[data-name='web_sunny']").wait_for(state="detached")
+    assert "web_sunny" not in [t["name"] for t in client.list_traits()]
+    assert page.locator("#trait-web_sunny").count() == 0
+
+
+def test_create_persona_form_starts_a_job(page, client):
+    """The persona form starts a job and shows it; the job is cancelled (to save CPU) and the
+    page says so."""
+    page.fill("#persona-name", "web_grumpy")
+    page.fill("#persona-description", "A grumpy cat who answers reluctantly.")
+    page.click("#persona-form button[type=submit]")
+    job = page.locator("#jobs li", has_text="persona web_grumpy")
+    job.wait_for()
+    running = [j for j in client.jobs() if j.raw.get("vector_name") == "web_grumpy"
+               and not j.finished]
+    assert len(running) == 1
+    client.cancel_job(running[0].id)
+    page.wait_for_function(
+        "document.querySelector('#jobs li')?.dataset.status === 'cancelled'", timeout=120_000)
+    assert "persona web_grumpy was cancelled" in page.inner_text("#error")
+    # bad input is refused by the server and shown in words
+    page.fill("#persona-name", "alpha")
+    page.fill("#persona-description", "Another alpha")
+    page.click("#persona-form button[type=submit]")
+    page.wait_for_function("document.getElementById('error-text').textContent.includes('409')")
+    assert "persona 'alpha' already exists" in page.inner_text("#error")
