@@ -1,0 +1,128 @@
+"""Unit tests of the page's own logic in the real browser, with the API answered by
+Playwright routes (no server): thinking display and API-key handling, which the tiny random
+model / the shared keyless test server cannot show."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from persona_steer.config import PROJECT_ROOT
+from tests.web.conftest import ARTIFACTS
+
+STATIC = PROJECT_ROOT / "server" / "static"
+BASE = "http://persona.test"
+TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+
+
+def sse(*events) -> str:
+    return "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+
+
+def chunk(delta, finish=None, **extra):
+    return {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+
+
+class FakeAPI:
+    def __init__(self, key: str | None = None):
+        self.key = key
+        self.seen: list[tuple[str, str | None]] = []     # (path, Authorization header)
+        self.reply = sse(chunk({"role": "assistant", "content": ""}),
+                         chunk({"reasoning_content": "Let me think"}),
+                         chunk({"reasoning_content": " about it."}),
+                         chunk({"content": "The **answer**"}),
+                         chunk({"content": " is 42."}), chunk({}, "stop"))
+
+    def handle(self, route):
+        req = route.request
+        path = req.url[len(BASE):].split("?")[0]
+        if path in ("/", "/index.html") or path.endswith((".js", ".css")):
+            f = STATIC / ("index.html" if path in ("/", "/index.html") else path.lstrip("/"))
+            return route.fulfill(body=f.read_text(), content_type=TYPES[f.suffix])
+        auth = req.headers.get("authorization")
+        self.seen.append((path, auth))
+        if self.key and auth != f"Bearer {self.key}":
+            return route.fulfill(status=401, json={"error": {
+                "message": "missing or wrong API key", "type": "authentication_error",
+                "param": None, "code": "invalid_api_key"}})
+        if path == "/api/status":
+            return route.fulfill(json={"model": "m", "engine": "ready", "steering_scale": 1.0,
+                                       "loaded": {"personas": [], "traits": []}})
+        if path in ("/api/personas", "/api/traits"):
+            return route.fulfill(json={path.split("/")[-1]: []})
+        if path == "/v1/models":
+            return route.fulfill(json={"object": "list", "data": [{"id": "m"}]})
+        if path == "/v1/chat/completions":
+            return route.fulfill(body=self.reply, content_type="text/event-stream")
+        return route.fulfill(status=404, json={"error": {"message": f"no route {path}"}})
+
+
+@pytest.fixture()
+def fake_page(browser, request):
+    api = FakeAPI(key=getattr(request, "param", None))
+    context = browser.new_context(viewport={"width": 1000, "height": 800})
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.route(f"{BASE}/**", api.handle)
+    pg.api = api
+    yield pg
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
+    assert not errors, errors
+
+
+def test_thinking_is_shown_collapsed(fake_page):
+    pg = fake_page
+    pg.goto(BASE + "/")
+    pg.wait_for_function("document.getElementById('status-engine').textContent === 'ready'")
+    pg.check("#thinking")
+    bodies = []
+    pg.on("request", lambda r: bodies.append(json.loads(r.post_data))
+          if r.url.endswith("/v1/chat/completions") else None)
+    pg.fill("#message", "What is the answer?")
+    pg.keyboard.press("Enter")
+    pg.wait_for_selector(".msg.assistant:not(.streaming) .meta:not(:empty)")
+    assert bodies[-1]["chat_template_kwargs"] == {"enable_thinking": True}
+    details = pg.locator(".msg.assistant details.thinking")
+    assert details.is_visible() and details.get_attribute("open") is None   # collapsed
+    assert pg.inner_text(".msg.assistant summary") == "Thinking"
+    assert pg.text_content(".msg.assistant .thinking-text") == "Let me think about it."
+    assert pg.inner_html(".msg.assistant .answer") == "<p>The <strong>answer</strong> is 42.</p>"
+    pg.click(".msg.assistant summary")
+    assert details.get_attribute("open") is not None
+
+
+@pytest.mark.parametrize("fake_page", ["s3cret"], indirect=True)
+def test_api_key_is_asked_for_and_sent(fake_page):
+    pg = fake_page
+    pg.goto(BASE + "/")
+    pg.locator("#key-dialog").wait_for(state="visible")
+    assert "401" in pg.inner_text("#error") and "API key" in pg.inner_text("#error")
+    pg.fill("#api-key", "s3cret")
+    pg.click("#key-save")
+    pg.wait_for_function("document.getElementById('status-engine').textContent === 'ready'")
+    assert ("/api/status", "Bearer s3cret") in pg.api.seen
+    pg.fill("#message", "hi")
+    pg.keyboard.press("Enter")
+    pg.wait_for_selector(".msg.assistant:not(.streaming) .meta:not(:empty)")
+    assert ("/v1/chat/completions", "Bearer s3cret") in pg.api.seen
+    assert pg.evaluate("localStorage.getItem('personaSteerApiKey')") == "s3cret"
+
+
+def test_stream_error_event_is_rendered(fake_page):
+    pg = fake_page
+    pg.api.reply = sse(chunk({"content": "partial"}),
+                       {"error": {"message": "engine died", "type": "server_error",
+                                  "param": None, "code": None}})
+    pg.goto(BASE + "/")
+    pg.wait_for_function("document.getElementById('status-engine').textContent === 'ready'")
+    pg.fill("#message", "hi")
+    pg.keyboard.press("Enter")
+    pg.locator(".msg.error-msg").wait_for()
+    assert "engine died" in pg.inner_text(".msg.error-msg")
+    assert "engine died" in pg.inner_text("#error")
+    assert pg.is_enabled("#send")
