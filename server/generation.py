@@ -211,6 +211,7 @@ def sampling_params(req: Any, max_tokens: int, steering: Steering, *, stream: bo
         presence_penalty=req.presence_penalty or 0.0,
         frequency_penalty=req.frequency_penalty or 0.0,
         skip_special_tokens=skip_special_tokens,
+        ignore_eos=bool(getattr(req, "ignore_eos", False)),
         output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
         structured_outputs=structured,
     )

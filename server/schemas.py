@@ -54,6 +54,7 @@ class SamplingFields(BaseModel):
     # vLLM extensions
     return_token_ids: bool = False
     skip_special_tokens: Optional[bool] = None
+    ignore_eos: bool = False
 
     @field_validator("stop")
     @classmethod
