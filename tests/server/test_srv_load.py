@@ -142,6 +142,24 @@ def test_api_key_on_and_off(server, steer_vectors):
         bad = openai.OpenAI(base_url=url + "/v1", api_key="nope", max_retries=0)
         with pytest.raises(openai.AuthenticationError):
             bad.models.list()
+        ws_url = url.replace("http://", "ws://") + "/ws/chat"
+        denied, allowed = asyncio.run(_ws_auth(ws_url))
+        assert denied["type"] == "error" and denied["error"]["code"] == "invalid_api_key"
+        assert allowed["type"] == "start"
     finally:
         _set_key(server, None)
     assert httpx.get(url + "/v1/models").status_code == 200
+
+
+async def _ws_auth(ws_url):
+    import json
+
+    import websockets
+    async with websockets.connect(ws_url) as ws:
+        denied = json.loads(await ws.recv())
+    async with websockets.connect(ws_url + "?api_key=sekret-123") as ws:
+        await ws.send(json.dumps({"message": "hi", "max_tokens": 2}))
+        allowed = json.loads(await ws.recv())
+        while json.loads(await ws.recv())["type"] != "done":
+            pass
+    return denied, allowed
