@@ -3,7 +3,7 @@ slash commands, bad input, and a streamed reply from the live server."""
 from __future__ import annotations
 
 import re
-import sys
+import time
 
 import pexpect
 import pytest
@@ -108,3 +108,34 @@ def test_chat_ctrl_d_leaves(chat):
     chat.expect(pexpect.EOF)
     chat.close()
     assert chat.exitstatus == 0
+
+
+def test_chat_ctrl_c_stops_a_reply(live, tmp_path):
+    env = cli_env({"TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"})
+    child = pexpect.spawn(str(CLI), ["chat", "--url", live.url, "--no-history",
+                                     "--max-tokens", "1900", "--temperature", "1"],
+                          env=env, cwd=str(PROJECT_ROOT), encoding="utf-8", timeout=240,
+                          dimensions=(40, 200))
+    try:
+        child.expect_exact("you>")
+        child.send("Write a very long story\r")
+        child.expect_exact(OUTPUT_START)
+        child.expect(r"\S")                 # the first streamed text
+        child.sendintr()
+        child.expect_exact("(stopped)")
+        child.expect_exact(PROMPT_AGAIN)
+        child.expect_exact("you>")
+        assert "engine:         ready" in run(child, "/status\r")   # the session goes on
+        # the server stopped generating (the client closed the stream)
+        from clients.client import PersonaSteerClient
+        with PersonaSteerClient(live.url, api_key=live.api_key) as c:
+            for _ in range(120):
+                if c.status()["running_requests"] == 0:
+                    break
+                time.sleep(0.5)
+            assert c.status()["running_requests"] == 0
+        child.send("/quit\r")
+        child.expect(pexpect.EOF)
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
