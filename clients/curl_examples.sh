@@ -2,7 +2,8 @@
 # curl for every endpoint of persona-steer's server. Run against a live server:
 #   clients/curl_examples.sh [URL]         (default: $PERSONA_STEER_URL or http://127.0.0.1:8000)
 # Set PERSONA_STEER_API_KEY when the server has server.api_key. PERSONA and TRAIT pick the
-# vectors used (default: the first persona and trait the server lists).
+# vectors used (default: the first persona and trait the server lists); JOB the job id for
+# job, job_events and cancel_job; NEW_TRAIT the name create_trait uses.
 # Each example is one function; `clients/curl_examples.sh URL models status` runs only those.
 set -euo pipefail
 URL="${1:-${PERSONA_STEER_URL:-http://127.0.0.1:8000}}"
@@ -56,14 +57,15 @@ upload()      { # store the downloaded file under a new name (PUT the raw safete
 delete_copy() { c -X DELETE "$URL/api/personas/${PERSONA}_copy"; }
 similarity()  { c "$URL/api/vectors/similarity?layer=1"; }
 scale()       { c "$URL/api/steering-scale"; c "${J[@]}" "$URL/api/steering-scale" -d '{"scale": 1.0}'; }
-create_trait() {  # starts a job; follow it with job / job_events
-  c "${J[@]}" "$URL/api/traits" -d '{"word": "cheerful", "opposite": "gloomy", "name": "cheerful"}'
+create_trait() {  # starts a job; follow it with job / job_events (JOB=<id>)
+  c "${J[@]}" "$URL/api/traits" -d '{"word": "cheerful", "opposite": "gloomy", "name": "'"${NEW_TRAIT:-cheerful}"'"}'
 }
 create_persona() {
   c "${J[@]}" "$URL/api/personas" -d '{"name": "grumpy_cat", "description": "A grumpy cat who answers reluctantly."}'
 }
-job()         { c "$URL/api/jobs/$1"; }
-job_events()  { c -N "$URL/api/jobs/$1/events"; }
+job()         { c "$URL/api/jobs/$JOB"; }
+job_events()  { c -N "$URL/api/jobs/$JOB/events"; }
+cancel_job()  { c -X DELETE "$URL/api/jobs/$JOB"; }
 error_example() { # errors are OpenAI-style JSON: {"error": {"message", "type", "param", "code"}}
   curl -sS "${AUTH[@]}" "${J[@]}" "$URL/v1/chat/completions" -d '{"model": "'"$(model)"'",
     "messages": [{"role": "user", "content": "Hi"}], "persona": "no_such_persona"}'; echo

@@ -92,3 +92,12 @@ def test_bad_url_and_kind():
             c.delete_vector("axis", "x")
         with pytest.raises(PersonaSteerError, match="exactly one of description or archetype"):
             c.create_persona("x")
+
+
+def test_api_key_is_sent_as_bearer_by_both_transports():
+    with PersonaSteerClient("http://127.0.0.1:9", api_key="s3cret") as c:
+        assert c.http.headers["Authorization"] == "Bearer s3cret"
+        assert c.openai.api_key == "s3cret"
+        assert str(c.openai.base_url) == "http://127.0.0.1:9/v1/"
+    with PersonaSteerClient("http://127.0.0.1:9") as c:
+        assert "Authorization" not in c.http.headers
