@@ -139,3 +139,29 @@ def test_chat_ctrl_c_stops_a_reply(live, tmp_path):
     finally:
         if child.isalive():
             child.terminate(force=True)
+
+
+def test_delete_asks_in_a_terminal(live, client):
+    from tests.clients.conftest import vector_bytes
+    client.upload_vector("trait", "pty_delete", vector_bytes(client, "trait", "pty_delete"))
+
+    def spawn():
+        return pexpect.spawn(str(CLI), ["delete", "pty_delete", "--url", live.url],
+                             env=cli_env(), cwd=str(PROJECT_ROOT), encoding="utf-8",
+                             timeout=120)
+    child = spawn()
+    child.expect_exact("delete trait 'pty_delete'? [y/N]")
+    child.sendline("n")
+    child.expect_exact("error: cancelled")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 2
+    assert "pty_delete" in [t["name"] for t in client.list_traits()]
+    child = spawn()
+    child.expect_exact("[y/N]")
+    child.sendline("y")
+    child.expect_exact("deleted trait 'pty_delete'")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert "pty_delete" not in [t["name"] for t in client.list_traits()]
