@@ -258,11 +258,16 @@ function renderVectorList() {
     info.type = "button"; info.className = "small secondary"; info.textContent = "Info";
     info.setAttribute("aria-label", `Info about ${kind} ${v.name}`);
     info.addEventListener("click", () => showInfo(kind, v.name));
+    const toggle = document.createElement("button");
+    toggle.type = "button"; toggle.className = "small secondary";
+    toggle.textContent = v.loaded ? "Unload" : "Load";
+    toggle.setAttribute("aria-label", `${v.loaded ? "Unload" : "Load"} ${kind} ${v.name}`);
+    toggle.addEventListener("click", () => setLoaded(kind, v.name, !v.loaded));
     const del = document.createElement("button");
     del.type = "button"; del.className = "small danger"; del.textContent = "Delete";
     del.setAttribute("aria-label", `Delete ${kind} ${v.name}`);
     del.addEventListener("click", () => deleteVector(kind, v.name));
-    li.append(name, badge, loaded, info, del);
+    li.append(name, badge, loaded, toggle, info, del);
     ul.append(li);
   }
 }
@@ -466,6 +471,15 @@ function confirmDialog(text) {
     dlg.showModal();
     $("confirm-cancel").focus();
   });
+}
+
+async function setLoaded(kind, name, load) {
+  try {
+    await api("POST", `/api/${kind}s/${encodeURIComponent(name)}/${load ? "load" : "unload"}`);
+    clearError();
+    await refreshStatus();
+    await refreshVectors();   // the list's button changes last, after the status bar
+  } catch (e) { showError(e); }
 }
 
 async function deleteVector(kind, name) {

@@ -186,6 +186,14 @@ def test_delete_with_confirmation(page, client):
     page.click("#status-refresh")
     item = page.locator("#vector-list li[data-name='web_del']")
     item.wait_for()
+    # unload and load it again from the list
+    page.click("button[aria-label='Unload trait web_del']")
+    page.locator("button[aria-label='Load trait web_del']").wait_for()
+    assert "web_del" not in client.status()["loaded"]["traits"]
+    assert "web_del" not in page.text_content("#status-loaded")
+    page.click("button[aria-label='Load trait web_del']")
+    page.locator("button[aria-label='Unload trait web_del']").wait_for()
+    assert "web_del" in client.status()["loaded"]["traits"]
     page.click("button[aria-label='Delete trait web_del']")
     page.locator("#confirm-dialog").wait_for(state="visible")
     assert "web_del" in page.inner_text("#confirm-text")
