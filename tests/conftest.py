@@ -12,7 +12,8 @@ Fixtures
                     .api_key (None: the key is off by default), .startup_health (what /health
                     answered while the engine was starting), .pid
                     .get/.post/... are httpx shortcuts on the base URL.
-                  Extraction jobs run small (4 questions, 16 new tokens) to keep tests fast.
+                  Extraction jobs run small (4 questions, 16 new tokens) to keep tests fast;
+                  paths.cache is a fresh temp folder (no extraction checkpoints reused).
                   Killed (whole process group) at the end of the session.
   steer_vectors   puts random persona/trait vectors that fit the served model into its store:
                   personas "alpha" (all layers), "beta" (layers 1,2), "gamma" (layer 2);
@@ -133,7 +134,7 @@ def server(tmp_path_factory, tiny_model) -> LiveServer:
                    "cors_origins": ["*"], "max_body_bytes": 1048576},
         "extraction": {"num_questions": 4, "max_new_tokens": 16, "batch_size": 8},
         "paths": {"vectors": str(root / "vectors"), "jobs": str(root / "jobs"),
-                  "datasets": str(root / "datasets"), "cache": str(PROJECT_ROOT / ".cache")},
+                  "datasets": str(root / "datasets"), "cache": str(root / "cache")},
     }
     config_path = root / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -41,7 +41,8 @@ def test_trait_job_lifecycle(server, steer_vectors):
         final = events[-1][1]
         assert final["status"] == "succeeded", final
         assert any(name == "progress" for name, _ in events)
-        assert any(s["progress"].get("total") for _, s in events if s["progress"])
+        assert all(set(s["progress"]) <= {"stage", "done", "total", "message"}
+                   for name, s in events if name == "progress")
         assert c.get(f"/api/jobs/{job['id']}").json()["status"] == "succeeded"
         assert job["id"] in [j["id"] for j in c.get("/api/jobs").json()["jobs"]]
         info = c.get("/api/traits/cheerful").json()

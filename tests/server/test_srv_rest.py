@@ -45,7 +45,8 @@ def test_list_and_info(http):
     assert info["layers"] == [0, 1, 2, 3] and len(info["norms"]) == 4
     assert info["metadata"]["seed"] == 11 and info["metadata"]["kind"] == "persona"
     traits = http.get("/api/traits").json()["traits"]
-    assert [t["name"] for t in traits] == ["calm"]
+    calm = [t for t in traits if t["name"] == "calm"]
+    assert len(calm) == 1 and calm[0]["layers"] == [1, 2]
 
 
 def test_upload_use_download_delete_roundtrip(http, server):
