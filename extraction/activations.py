@@ -24,10 +24,11 @@ def load_hf_model(model_path: str, dtype: str = "float32", quantization: str = "
         kw["quantization_config"] = (
             BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=compute)
             if quantization == "4bit" else BitsAndBytesConfig(load_in_8bit=True))
-        kw["device_map"] = "cuda:0" if torch.cuda.is_available() else "cpu"
-    elif torch.cuda.is_available():
-        kw["device_map"] = "cuda:0"
+        if torch.cuda.is_available():
+            kw["device_map"] = "cuda:0"        # needs `accelerate` (GPU machines)
     model = AutoModelForCausalLM.from_pretrained(model_path, **kw).eval()
+    if quantization == "none" and torch.cuda.is_available():
+        model = model.to("cuda:0")
     return model, tok
 
 

@@ -195,7 +195,8 @@ class Extractor:
                     self.rep.note("load", f"starting a vLLM engine for {self.model_id}")
                 self._backend = VLLMBackend(self.settings, self.model_path, llm=o.llm)
             elif o.rollout_backend == "openai":
-                self._backend = OpenAIBackend(o.base_url, self.tok, o.api_key, o.openai_model)
+                self._backend = OpenAIBackend(o.base_url, self.tok, o.api_key,
+                                              o.openai_model or self.model_id)
             else:
                 if o.quantization == "none":
                     model = self.hf

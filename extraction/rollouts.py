@@ -60,6 +60,19 @@ class RolloutBackend:
         pass
 
 
+def _json_constraint(schema: dict):
+    """Structured outputs for a JSON schema without free whitespace between tokens (the
+    engine-wide `disable_any_whitespace` cannot be set per request; a model that loops on
+    whitespace would otherwise never finish the JSON)."""
+    from vllm.sampling_params import StructuredOutputsParams
+    try:
+        import xgrammar
+        grammar = xgrammar.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False)
+        return StructuredOutputsParams(grammar=str(grammar))
+    except Exception:   # xgrammar missing or schema unsupported: let vLLM pick a backend
+        return StructuredOutputsParams(json=schema)
+
+
 class VLLMBackend(RolloutBackend):
     name = "vllm"
 
@@ -89,16 +102,19 @@ class VLLMBackend(RolloutBackend):
     def generate_json(self, prompt_ids, messages, schema, *, max_tokens, temperature, seed):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import StructuredOutputsParams
         sp = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed,
-                            structured_outputs=StructuredOutputsParams(json=schema))
+                            structured_outputs=_json_constraint(schema))
         out = self.llm.generate([TokensPrompt(prompt_token_ids=list(prompt_ids))], sp, use_tqdm=False)
         return out[0].outputs[0].text
 
     def close(self):
-        if self._own:
+        if self._own and self.llm is not None:
             import gc
-            del self.llm
+            try:   # stop the engine core process now, not whenever the GC gets to it
+                self.llm.llm_engine.engine_core.shutdown()
+            except Exception:
+                pass
+            self.llm = None
             gc.collect()
 
 
@@ -188,8 +204,7 @@ class OpenAIBackend(RolloutBackend):
         return r.json()
 
     def _one(self, prompt: list[int], max_new_tokens: int, temperature: float, seed: int) -> list[int]:
-        text = self.tok.decode(prompt, skip_special_tokens=False)
-        body = {"model": self.model, "prompt": text, "max_tokens": max_new_tokens,
+        body = {"model": self.model, "prompt": list(prompt), "max_tokens": max_new_tokens,
                 "temperature": temperature, "seed": seed, "return_token_ids": True,
                 "skip_special_tokens": False}
         choice = self._post("completions", body)["choices"][0]
