@@ -60,3 +60,19 @@ def test_trait_job_lifecycle(server, steer_vectors):
         assert c.delete("/api/traits/cheerful").status_code == 200
         assert c.post("/v1/chat/completions", json={"messages": MSG, "max_tokens": 1,
                                                     "traits": {"cheerful": 1}}).status_code == 404
+
+
+def test_persona_from_description_fails_cleanly_on_a_random_model(server, steer_vectors):
+    """The served model must write persona prompts as JSON (structured outputs through this
+    server); the tiny random model cannot, so the job fails with a one-line reason and leaves
+    nothing in the store."""
+    with server.client() as c:
+        r = c.post("/api/personas", json={"name": "baker",
+                                          "description": "a cheerful baker who loves bread"})
+        assert r.status_code == 202, r.text
+        events = watch(server, r.json()["job"]["id"])
+        final = events[-1][1]
+        assert final["status"] == "failed", final
+        assert final["error"] and "\n" not in final["error"]
+        assert "Traceback" not in final["error"]
+        assert c.get("/api/personas/baker").status_code == 404
