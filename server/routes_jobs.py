@@ -45,11 +45,12 @@ def _check_free(state, kind: str, name: str) -> None:
 
 
 def _archetypes(settings) -> list[str] | None:
+    """Archetypes the job can use (datasets/archetypes/*.json, else the built-in ones)."""
     try:
-        from extraction.archetypes import archetype_slugs
-        return list(archetype_slugs())
+        from extraction.datasets import archetype_names
+        return list(archetype_names(settings))
     except Exception:
-        return None
+        return None   # let the job itself report it
 
 
 @router.post("/api/personas", status_code=202)

@@ -182,3 +182,9 @@ def test_errors_are_counted_in_metrics(http):
     text = http.get("/metrics").text
     assert 'persona_steer_errors_total{status="404"}' in text
     assert 'persona_steer_errors_total{status="400"}' in text
+
+
+def test_unknown_archetype_is_400_with_the_list(http):
+    err = assert_error(http.post("/api/personas", json={"name": "newp", "archetype": "nosuch"}),
+                       400, code="unknown_archetype", param="archetype")
+    assert "pirate" in err["message"]
