@@ -113,7 +113,7 @@ def test_chat_ctrl_d_leaves(chat):
 def test_chat_ctrl_c_stops_a_reply(live, tmp_path):
     env = cli_env({"TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"})
     child = pexpect.spawn(str(CLI), ["chat", "--url", live.url, "--no-history",
-                                     "--max-tokens", "1900", "--temperature", "1"],
+                                     "--max-tokens", "1900", "--temperature", "0"],
                           env=env, cwd=str(PROJECT_ROOT), encoding="utf-8", timeout=240,
                           dimensions=(40, 200))
     try:

@@ -166,7 +166,8 @@ def test_url_from_config_when_no_flag(live, tmp_path):
 
 def test_chat_with_piped_stdin(live, persona):
     script = f"/persona {persona}\n/strength 9\nHello there\n/bogus\n/status\n/quit\n"
-    proc = run_cli(live, "chat", "--max-tokens", "6", "--no-history", input=script)
+    proc = run_cli(live, "chat", "--max-tokens", "6", "--temperature", "0", "--no-history",
+                   input=script)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert f"steering: {persona}" in out
