@@ -308,6 +308,11 @@ async function refreshStatus() {
     }
   }
   $("status-loaded").textContent = loadedText(st);
+  if (typeof st.num_layers === "number" && st.num_layers > 0) {
+    const layer = $("sim-layer");
+    layer.max = String(st.num_layers - 1);
+    if (!layer.dataset.touched) layer.value = String(Math.floor(st.num_layers / 2));
+  }
   updateCurrent();
 }
 
@@ -776,6 +781,7 @@ function init() {
   $("persona-form").addEventListener("submit", createPersona);
   $("trait-form").addEventListener("submit", createTrait);
   $("sim-show").addEventListener("click", showSimilarity);
+  $("sim-layer").addEventListener("input", () => { $("sim-layer").dataset.touched = "1"; });
   refreshAll();
   setInterval(() => { if (!document.hidden && !state.controller) refreshStatus().catch(() => {}); }, 15000);
 }

@@ -40,6 +40,9 @@ def test_page_shows_status_and_vectors(page, client):
     assert {"alpha", "beta", "gamma"} <= set(options)
     assert page.locator("#trait-calm").get_attribute("min") == "-1"
     assert page.locator("#trait-calm").get_attribute("max") == "1"
+    # the similarity layer picker is bounded by the model's layers and starts in the middle
+    assert page.get_attribute("#sim-layer", "max") == str(st["num_layers"] - 1)
+    assert page.input_value("#sim-layer") == str(st["num_layers"] // 2)
     # every form control has a label
     unlabeled = page.evaluate("""() => [...document.querySelectorAll('input, select, textarea')]
         .filter(e => e.type !== 'hidden' && !e.labels.length && !e.getAttribute('aria-label'))
