@@ -60,6 +60,13 @@ class RolloutBackend:
         pass
 
 
+def _per_request_seeds_ok() -> bool:
+    """vLLM 0.32 on CPU crashes the engine ("CPU Generator does not use offset") when a request
+    with its own seed has its prefill split into chunks; on CPU, rely on the engine's seed."""
+    import torch
+    return torch.cuda.is_available()
+
+
 def _json_constraint(schema: dict):
     """Structured outputs for a JSON schema without free whitespace between tokens (the
     engine-wide `disable_any_whitespace` cannot be set per request; a model that loops on
@@ -93,8 +100,8 @@ class VLLMBackend(RolloutBackend):
     def generate(self, prompt_ids, *, max_new_tokens, temperature, seeds):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
-        params = [SamplingParams(max_tokens=max_new_tokens, temperature=temperature, seed=s)
-                  for s in seeds]
+        params = [SamplingParams(max_tokens=max_new_tokens, temperature=temperature,
+                                 seed=s if _per_request_seeds_ok() else None) for s in seeds]
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids],
                                  params, use_tqdm=False)
         return [list(o.outputs[0].token_ids) for o in outs]
@@ -102,7 +109,8 @@ class VLLMBackend(RolloutBackend):
     def generate_json(self, prompt_ids, messages, schema, *, max_tokens, temperature, seed):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
-        sp = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed,
+        sp = SamplingParams(max_tokens=max_tokens, temperature=temperature,
+                            seed=seed if _per_request_seeds_ok() else None,
                             structured_outputs=_json_constraint(schema))
         out = self.llm.generate([TokensPrompt(prompt_token_ids=list(prompt_ids))], sp, use_tqdm=False)
         return out[0].outputs[0].text
@@ -205,7 +213,7 @@ class OpenAIBackend(RolloutBackend):
 
     def _one(self, prompt: list[int], max_new_tokens: int, temperature: float, seed: int) -> list[int]:
         body = {"model": self.model, "prompt": list(prompt), "max_tokens": max_new_tokens,
-                "temperature": temperature, "seed": seed, "return_token_ids": True,
+                "temperature": temperature, "return_token_ids": True,
                 "skip_special_tokens": False}
         choice = self._post("completions", body)["choices"][0]
         if choice.get("token_ids") is not None:
@@ -219,7 +227,7 @@ class OpenAIBackend(RolloutBackend):
 
     def generate_json(self, prompt_ids, messages, schema, *, max_tokens, temperature, seed):
         body = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
-                "temperature": temperature, "seed": seed,
+                "temperature": temperature,
                 "response_format": {"type": "json_schema",
                                     "json_schema": {"name": "output", "schema": schema}}}
         return self._post("chat/completions", body)["choices"][0]["message"].get("content") or ""
