@@ -205,9 +205,18 @@ class Repl:
         self.state.messages.append({"role": "user", "content": text})
         out = self.console.file
         answer, thinking = [], False
+        # On a terminal the label shows at once (the request is under way); piped, it comes
+        # with the first text, so an error stays a line of its own.
+        label = self.console.is_terminal
         try:
+            if label:
+                self.console.print("model> ", style="bold green", end="", markup=False)
+                out.flush()
             for piece in self.client.chat_stream(self.state.messages, **self.state.steering(),
                                                  **self.gen):
+                if not label and (piece.content or piece.reasoning):
+                    self.console.print("model> ", style="bold green", end="", markup=False)
+                    label = True
                 if piece.reasoning:
                     if not thinking:
                         self.console.print("[thinking] ", style="dim", end="", markup=False)
@@ -226,8 +235,11 @@ class Repl:
             self.info("(stopped)")
         except (PersonaSteerError, ServerUnreachable):
             self.state.messages.pop()
-            if answer:
+            if answer or thinking:
                 out.write("\n")
+            elif label and self.console.is_terminal:
+                out.write("\r\x1b[K")      # take back the label: the error is the line
+            out.flush()
             raise
         out.write("\n")
         out.flush()

@@ -418,6 +418,7 @@ async function sendMessage(text) {
         throw new ApiError(e.code && Number(e.code) ? Number(e.code) : 500, e.message || "stream error", e.param);
       }
       if (ev.steering) applied = ev.steering;
+      bubble.div.dataset.chunks = String(Number(bubble.div.dataset.chunks || 0) + 1);
       for (const ch of ev.choices || []) {
         const d = ch.delta || {};
         const r = d.reasoning_content || d.reasoning || "";

@@ -175,4 +175,5 @@ def test_chat_with_piped_stdin(live, persona):
     assert "error: unknown command '/bogus' (type /help)" in out
     assert "engine:         ready" in out and out.rstrip().endswith("bye")
     reply = out.split("you> Hello there\n", 1)[1].split("you> /bogus", 1)[0]
-    assert reply.strip(), "the model's streamed reply is printed"
+    assert reply.startswith("model> ") and reply[len("model> "):].strip(), \
+        "the model's streamed reply is printed"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -67,8 +68,11 @@ def test_chat_streams_tokens(page):
     page.wait_for_selector(".msg.user:has-text('Tell me a story')")
     text = wait_reply_done(page)
     seen = page.evaluate("window.__seen")
-    assert text.strip()
-    assert len(seen) >= 2, f"the reply should arrive in several pieces, saw {seen}"
+    assert text.strip() and seen and seen[-1] == page.text_content(".msg.assistant .answer")
+    # the page consumed an SSE stream chunk by chunk (how many arrive per network read depends
+    # on timing, so only the chunk count is asserted), re-rendering as text grew
+    chunks = int(page.get_attribute(".msg.assistant", "data-chunks"))
+    assert chunks >= 20, chunks
     assert all(len(a) <= len(b) for a, b in zip(seen, seen[1:])), seen
     assert all(page.evaluate("window.__stopEnabled")), "Stop is usable while text streams"
     assert bodies[-1]["stream"] is True and bodies[-1]["max_tokens"] == 200
@@ -152,14 +156,22 @@ def test_server_error_is_rendered(page, client):
     assert page.locator("#error").is_hidden()
 
 
-def test_stop_button_aborts(page):
+def test_stop_button_aborts(page, client):
     page.fill("#max-tokens", "1900")     # greedy on the tiny model: never stops early
     page.fill("#temperature", "0")
     send(page, "Write a very long story")
-    page.wait_for_function("(document.querySelector('.msg.assistant .answer')?.textContent || '').length > 0")
-    page.click("#stop")
+    page.click("#stop")      # enabled as the request starts; the reply takes seconds
     page.wait_for_selector(".msg.assistant .meta:text('stopped')")
     assert page.is_enabled("#send") and not page.is_enabled("#stop")
+    for _ in range(120):     # the server stops generating once the page lets go
+        if client.status()["running_requests"] == 0:
+            break
+        time.sleep(0.5)
+    assert client.status()["running_requests"] == 0
+    # the conversation goes on after a stop
+    page.fill("#max-tokens", "4")
+    send(page, "Hello")
+    page.wait_for_function("document.querySelectorAll('.msg.assistant .meta:not(:empty)').length === 2")
 
 
 def test_info_view_and_similarity_heatmap(page, client):
