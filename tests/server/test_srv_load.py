@@ -66,42 +66,52 @@ def wait_idle(server, timeout=120):
     raise AssertionError(f"requests still running: {status(server)}")
 
 
-def completion_tokens(server) -> float:
+def metric(server, name: str) -> float:
     text = httpx.get(server.base_url + "/metrics", timeout=30).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("persona_steer_completion_tokens_total"))
+               if line.startswith(name))
+
+
+# 16 samples x 2000 tokens (ignore_eos): far more work than the few chunks read before the
+# client goes away, so the request is certainly still running when it disconnects.
+LONG = {"messages": MSG, "max_tokens": 2000, "temperature": 1.0, "n": 16, "seed": 3,
+        "ignore_eos": True}
 
 
 def test_stream_disconnect_aborts_engine_request(server, steer_vectors):
     wait_idle(server)
-    body = {"messages": MSG, "max_tokens": 1500, "temperature": 0, "stream": True,
-            "persona": "alpha", "model": server.model_id}
+    aborted = metric(server, "persona_steer_aborted_total")
+    tokens0 = metric(server, "persona_steer_completion_tokens_total")
+    body = {**LONG, "stream": True, "persona": "alpha", "model": server.model_id}
     with httpx.Client(timeout=120) as c:
         with c.stream("POST", server.base_url + "/v1/chat/completions", json=body) as r:
             assert r.status_code == 200
-            lines = r.iter_lines()
-            got = 0
+            seen = []
+            lines = r.iter_lines()        # keep a reference: a collected iterator closes the stream
             for line in lines:
                 if line.startswith("data: "):
-                    got += 1
-                if got >= 3:
+                    seen.append(line)
+                if len(seen) >= 3:
                     break
             st = status(server)
-            assert st["running_requests"] == 1 and st["in_flight"] == 1
-    # the connection is closed here, long before 1500 tokens
+            assert st["running_requests"] >= 1 and st["in_flight"] == 1, (st["running_requests"], st["in_flight"], [x[:150] for x in seen])
+    # the connection is closed here, long before 32,000 tokens
     st = wait_idle(server)
     assert st["running_requests"] == 0
-    before = completion_tokens(server)
+    assert metric(server, "persona_steer_aborted_total") == aborted + 1
+    used = metric(server, "persona_steer_completion_tokens_total") - tokens0
+    assert used < 16 * 2000
     time.sleep(1.0)
-    assert completion_tokens(server) == before        # nothing keeps generating
+    assert metric(server, "persona_steer_completion_tokens_total") - tokens0 == used
 
 
 def test_non_stream_disconnect_aborts_too(server, steer_vectors):
     wait_idle(server)
-    body = {"messages": MSG, "max_tokens": 1900, "temperature": 1.0, "n": 8, "seed": 1}
-    with pytest.raises(httpx.ReadTimeout):      # 15,200 tokens: far more than 2 s of work
-        httpx.post(server.base_url + "/v1/chat/completions", json=body, timeout=2)
+    aborted = metric(server, "persona_steer_aborted_total")
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.base_url + "/v1/chat/completions", json=LONG, timeout=1)
     assert wait_idle(server)["running_requests"] == 0
+    assert metric(server, "persona_steer_aborted_total") == aborted + 1
 
 
 def _set_key(server, key):

@@ -216,3 +216,21 @@ def test_websocket_errors_keep_the_socket_open(server):
     assert e2["type"] == "error" and e2["error"]["code"] == "persona_not_found"
     assert e3["type"] == "error" and e3["error"]["param"] == "max_tokens"
     assert seen[0]["type"] == "start" and seen[-1]["type"] == "stopped"
+
+
+def test_cors_preflight_and_headers(http):
+    r = http.options("/v1/chat/completions", headers={
+        "Origin": "http://example.test", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type"})
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] in ("*", "http://example.test")
+    assert "POST" in r.headers["access-control-allow-methods"]
+    r = http.get("/v1/models", headers={"Origin": "http://example.test"})
+    assert r.headers["access-control-allow-origin"] in ("*", "http://example.test")
+
+
+def test_web_page_is_served(http):
+    r = http.get("/")
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    assert "<html" in r.text.lower() or "<!doctype" in r.text.lower()
+    assert http.get("/.hidden").status_code == 404
