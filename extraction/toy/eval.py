@@ -67,7 +67,7 @@ def _messages(g: Gen) -> list[dict]:
 class ServerClient:
     """Generates through the project's OpenAI-compatible server (the steering fields at top level)."""
 
-    def __init__(self, base_url: str, api_key: str | None = None, concurrency: int = 16):
+    def __init__(self, base_url: str, api_key: str | None = None, concurrency: int = 64):
         import httpx
         self.base = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -180,7 +180,8 @@ class ToyServer:
         import yaml
         self.port = _free_port()
         cfg = {"model": {"name": settings.model.name, "kv_cache_gib": settings.model.kv_cache_gib,
-                         "max_num_seqs": 64, "max_model_len": 1024, "dtype": "float32"},
+                         "max_num_seqs": 64, "max_model_len": 1024, "dtype": "float32",
+                         "enforce_eager": settings.model.enforce_eager},
                "steering": settings.steering.model_dump(),
                "server": {"host": "127.0.0.1", "port": self.port, "api_key": None},
                "paths": {"vectors": str(settings.path("vectors")), "jobs": str(workdir / "jobs"),
@@ -226,7 +227,7 @@ class ToyServer:
 
 # ----------------------------------------------------------------------------- extraction
 def extract_all(settings, positions: list[str], *, num_questions: int, base_url: str | None,
-                log: Callable[[str], None] = print, traits: bool = True) -> dict:
+                log: Callable[[str], None] = print, traits: bool = True, axis: bool = True) -> dict:
     """Axis, the six personas (from their archetypes) and the trait pairs, per token position."""
     from extraction import datasets as ds
     from extraction.jobs import run_axis_job, run_persona_job, run_trait_job
@@ -240,7 +241,7 @@ def extract_all(settings, positions: list[str], *, num_questions: int, base_url:
     done = {}
     for pos in positions:
         suffix = POSITIONS[pos]
-        if pos == "response_mean":
+        if pos == "response_mean" and axis:
             run_axis_job(settings, position=pos, **opts)
             log(f"  axis done ({time.time() - t0:.0f}s)")
         for p in PERSONAS:
@@ -281,7 +282,7 @@ def _prompt(name: str, i: int) -> str | None:
 
 def measure(client, questions: list[tuple[str, str]], *, strength: float, temperature: float,
             seed: int = 0, suffix: str = "", blends: bool = True, trait_strength: float | None = None,
-            capping: bool = True) -> dict:
+            capping: bool = True, traits: bool = True) -> dict:
     """Every row of the proof for one decoding mode. Vector names are PERSONA+suffix."""
     gens: list[Gen] = []
     keys: list[tuple] = []
@@ -304,7 +305,7 @@ def measure(client, questions: list[tuple[str, str]], *, strength: float, temper
         for a, b in combinations(PERSONAS, 2):
             add(("blend", a, b), "assistant", steer(blend={a + suffix: 0.5 * strength, b + suffix: 0.5 * strength}))
     ts = trait_strength if trait_strength is not None else strength
-    for word, opp in TRAIT_PAIRS:
+    for word, opp in (TRAIT_PAIRS if traits else []):
         add(("trait_prompted", word), word)
         add(("trait_prompted", opp), opp)
         add(("trait+", word), "assistant", steer(traits={word + suffix: ts}))
@@ -348,7 +349,7 @@ def measure(client, questions: list[tuple[str, str]], *, strength: float, temper
                 "both": _rate(corpus.has_style(o.text, a) and corpus.has_style(o.text, b) for _, o in items),
                 "either": _rate(corpus.has_style(o.text, a) or corpus.has_style(o.text, b) for _, o in items),
                 "coherence": _rate(corpus.coherent(o.text, g.topic, o.finished) for g, o in items)}
-    for word, opp in TRAIT_PAIRS:
+    for word, opp in (TRAIT_PAIRS if traits else []):
         res["traits"][word] = {
             "prompted": marker(("trait_prompted", word), word),
             "prompted_opposite": marker(("trait_prompted", opp), opp),
@@ -482,9 +483,13 @@ def run_eval(settings, *, workdir: Path, url: str | None = None, backend: str = 
              sweep_questions: int = 8, layer_sets: dict[str, list[int]] | None = None,
              default: dict | None = None, sampled: bool = True, blends: bool = True,
              capping: bool = True, traits: bool = True, skip_extraction: bool = False,
-             log: Callable[[str], None] = print) -> dict:
+             threads: int | None = 1, log: Callable[[str], None] = print) -> dict:
     """The whole proof. `settings` must point paths.vectors/datasets at a scratch folder."""
+    import torch
+
     from persona_steer.testmodels import resolve_model
+    if threads:
+        torch.set_num_threads(threads)   # 1 is far faster than 2 on a busy 2-core machine
     workdir.mkdir(parents=True, exist_ok=True)
     positions = positions or list(POSITIONS)
     model_path = resolve_model(settings.model.name, settings.path("cache"))
@@ -503,7 +508,8 @@ def run_eval(settings, *, workdir: Path, url: str | None = None, backend: str = 
         if not skip_extraction:
             log(f"extraction from the archetype datasets ({extract_questions} questions) ...")
             extract_all(settings, positions, num_questions=extract_questions,
-                        base_url=url if backend == "server" else None, log=log, traits=traits)
+                        base_url=url if backend == "server" else None, log=log, traits=traits,
+                        axis=capping)
         from transformers import AutoConfig
         n_layers = AutoConfig.from_pretrained(model_path).num_hidden_layers
         rows: list[dict] = []
@@ -539,7 +545,7 @@ def run_eval(settings, *, workdir: Path, url: str | None = None, backend: str = 
         for mode, temp in modes.items():
             log(f"measuring ({mode}) ...")
             main = measure(client, questions, strength=default["strength"], temperature=temp,
-                           suffix=chosen, blends=blends, capping=capping)
+                           suffix=chosen, blends=blends, capping=capping, traits=traits)
             report["modes"][mode] = main
             report["checks"][mode] = check_targets(main, capping)
         report["minutes"] = round((time.time() - t0) / 60, 1)
