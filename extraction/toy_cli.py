@@ -49,7 +49,7 @@ def _eval(args) -> int:
                       n_questions=args.questions, extract_questions=args.extract_questions,
                       positions=positions, sweep_questions=args.sweep_questions,
                       default=default, sampled=not args.greedy_only,
-                      skip_extraction=args.skip_extraction,
+                      skip_extraction=args.skip_extraction, blend_scale=args.blend_scale,
                       log=lambda m: print(m, flush=True))
     print(format_table(report))
     print(json.dumps(report["checks"], indent=1))
@@ -84,5 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--layers", help="comma-separated layers or 'all' (with --strength: skip the sweep)")
     e.add_argument("--strength", type=float)
     e.add_argument("--greedy-only", action="store_true")
+    e.add_argument("--blend-scale", type=float, default=0.5,
+                   help="each blended persona's weight as a fraction of the strength (default 0.5)")
     e.add_argument("--skip-extraction", action="store_true", help="reuse the vectors already in --out")
     e.set_defaults(func=_eval)

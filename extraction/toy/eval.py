@@ -282,8 +282,9 @@ def _prompt(name: str, i: int) -> str | None:
 
 def measure(client, questions: list[tuple[str, str]], *, strength: float, temperature: float,
             seed: int = 0, suffix: str = "", blends: bool = True, trait_strength: float | None = None,
-            capping: bool = True, traits: bool = True) -> dict:
-    """Every row of the proof for one decoding mode. Vector names are PERSONA+suffix."""
+            capping: bool = True, traits: bool = True, blend_scale: float = 0.5) -> dict:
+    """Every row of the proof for one decoding mode. Vector names are PERSONA+suffix.
+    Blends weigh each of the two personas blend_scale x strength (the issue's 0.5 each)."""
     gens: list[Gen] = []
     keys: list[tuple] = []
 
@@ -303,7 +304,8 @@ def measure(client, questions: list[tuple[str, str]], *, strength: float, temper
             add(("capping", p), p, steer(safety=True))
     if blends:
         for a, b in combinations(PERSONAS, 2):
-            add(("blend", a, b), "assistant", steer(blend={a + suffix: 0.5 * strength, b + suffix: 0.5 * strength}))
+            add(("blend", a, b), "assistant", steer(blend={a + suffix: blend_scale * strength,
+                                                        b + suffix: blend_scale * strength}))
     ts = trait_strength if trait_strength is not None else strength
     for word, opp in (TRAIT_PAIRS if traits else []):
         add(("trait_prompted", word), word)
@@ -467,7 +469,7 @@ def format_table(report: dict) -> str:
                          f"{r.get('capping', float('nan')):8.2f}")
         if main["blends"]:
             both = [b["both"] for b in main["blends"].values()]
-            lines.append(f"blends (15 pairs at 0.5+0.5 x strength): both styles mean {sum(both) / len(both):.2f}, "
+            lines.append(f"blends (15 pairs, each persona at {report.get('blend_scale', 0.5)} x strength): both styles mean {sum(both) / len(both):.2f}, "
                          f"pairs with both >= 0.5: {sum(1 for x in both if x >= 0.5)}/{len(both)}")
         for w, r in main["traits"].items():
             lines.append(f"trait {w:13s} prompted {r['prompted']:.2f}/{r['prompted_opposite']:.2f}  "
@@ -483,7 +485,8 @@ def run_eval(settings, *, workdir: Path, url: str | None = None, backend: str = 
              sweep_questions: int = 8, layer_sets: dict[str, list[int]] | None = None,
              default: dict | None = None, sampled: bool = True, blends: bool = True,
              capping: bool = True, traits: bool = True, skip_extraction: bool = False,
-             threads: int | None = 1, log: Callable[[str], None] = print) -> dict:
+             threads: int | None = 1, blend_scale: float = 0.5,
+             log: Callable[[str], None] = print) -> dict:
     """The whole proof. `settings` must point paths.vectors/datasets at a scratch folder."""
     import torch
 
@@ -541,11 +544,13 @@ def run_eval(settings, *, workdir: Path, url: str | None = None, backend: str = 
             modes["sampled (T=0.7)"] = 0.7
         report: dict[str, Any] = dict(model=settings.model.name, backend=client.name,
                                       n_questions=len(questions), extract_questions=extract_questions,
-                                      default=default, targets=TARGETS, sweep=rows, modes={}, checks={})
+                                      default=default, targets=TARGETS, sweep=rows, modes={}, checks={},
+                                      blend_scale=blend_scale)
         for mode, temp in modes.items():
             log(f"measuring ({mode}) ...")
             main = measure(client, questions, strength=default["strength"], temperature=temp,
-                           suffix=chosen, blends=blends, capping=capping, traits=traits)
+                           suffix=chosen, blends=blends, capping=capping, traits=traits,
+                           blend_scale=blend_scale)
             report["modes"][mode] = main
             report["checks"][mode] = check_targets(main, capping)
         report["minutes"] = round((time.time() - t0) / 60, 1)
