@@ -13,7 +13,7 @@ def toy_settings(tmp_path_factory):
     settings = load_config(PROJECT_ROOT / "config.yaml", overrides=[
         "model.name=builtin:toy-persona", f"paths.vectors={work / 'vectors'}",
         f"paths.datasets={work / 'datasets'}", f"paths.cache={PROJECT_ROOT / '.cache'}",
-        "extraction.seed=0"], environ={})
+        "extraction.seed=0", "model.enforce_eager=true"], environ={})
     return settings, work
 
 

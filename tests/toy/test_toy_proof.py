@@ -4,7 +4,7 @@ The project's own extraction (extraction.jobs, from the archetype datasets, roll
 server) makes the six persona vectors; then held-out questions and held-out system prompts,
 greedy, at the recommended setting (extraction.toy.RECOMMENDED). Asserts the targets the model
 meets at this size (see docs/readme/toy.md for the full measured table, including the targets
-it misses: safety capping and 0.5+0.5 blends).
+it misses: safety capping, most negative weights and 0.5+0.5 blends).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def proof(toy_server, toy_settings):
     default = dict(RECOMMENDED, layer_list=list(range(6)))
     return run_eval(settings, workdir=work, url=toy_server.url, n_questions=8, extract_questions=8,
                     positions=[RECOMMENDED["position"]], default=default, sampled=False,
-                    blends=True, capping=False, traits=False, log=lambda m: None)
+                    blends=True, capping=False, traits=False, blend_scale=1.0, log=lambda m: None)
 
 
 def test_proof_report_written(proof, toy_settings):
@@ -62,8 +62,13 @@ def test_negative_weight_suppresses(proof):
     assert sum(neg) < sum(pro), (neg, pro)
 
 
-def test_blends_show_personas(proof):
+def test_blends_show_both_styles(proof):
+    """Two personas at full strength each (0.5 each is below the steering threshold on this
+    model: see docs/readme/toy.md)."""
     blends = proof["modes"]["greedy"]["blends"]
+    print(json.dumps(blends, indent=0))
     assert len(blends) == 15
+    both = [b["both"] for b in blends.values()]
     either = [b["either"] for b in blends.values()]
-    assert sum(either) / len(either) >= 0.3, blends
+    assert sum(either) / len(either) >= 0.5, blends
+    assert sum(1 for x in both if x >= 0.5) >= 3, blends
