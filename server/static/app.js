@@ -335,8 +335,15 @@ function addMessage(role, text) {
   if (role === "user") div.textContent = text;
   else if (role === "error-msg") { div.textContent = text; div.setAttribute("role", "alert"); }
   $("log").append(div);
-  div.scrollIntoView({ block: "end" });
+  scrollLog();
   return div;
+}
+
+// Keep the newest text in view by scrolling the conversation only (never the whole page,
+// which would move the controls under the user's pointer while a reply streams).
+function scrollLog() {
+  const log = $("log");
+  log.scrollTop = log.scrollHeight;
 }
 
 function assistantBubble() {
@@ -430,7 +437,7 @@ async function sendMessage(text) {
         if (d.content) {
           answer += d.content;
           bubble.answer.innerHTML = renderMarkdown(answer);
-          bubble.div.scrollIntoView({ block: "end" });
+          scrollLog();
         }
         if (ch.finish_reason) finish = ch.finish_reason;
       }
@@ -741,6 +748,12 @@ function init() {
     }
   });
   $("stop").addEventListener("click", () => { if (state.controller) state.controller.abort(); });
+  document.addEventListener("keydown", (ev) => {   // Escape stops a reply (unless a dialog is open)
+    if (ev.key === "Escape" && state.controller && !document.querySelector("dialog[open]")) {
+      ev.preventDefault();
+      state.controller.abort();
+    }
+  });
   $("reset").addEventListener("click", () => {
     if (state.controller) state.controller.abort();
     state.messages = [];

@@ -156,22 +156,36 @@ def test_server_error_is_rendered(page, client):
     assert page.locator("#error").is_hidden()
 
 
-def test_stop_button_aborts(page, client):
+def wait_running(client, at_least: bool) -> None:
+    """Until the server has a generation running (at_least) / none running (not at_least)."""
+    for _ in range(480):
+        n = client.status()["running_requests"]
+        if (n >= 1) if at_least else (n == 0):
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"running_requests never became {'>= 1' if at_least else '0'}")
+
+
+def test_stop_button_and_escape_abort(page, client):
     page.fill("#max-tokens", "1900")     # greedy on the tiny model: never stops early
     page.fill("#temperature", "0")
     send(page, "Write a very long story")
-    page.click("#stop")      # enabled as the request starts; the reply takes seconds
+    wait_running(client, True)
+    page.click("#stop")
     page.wait_for_selector(".msg.assistant .meta:text('stopped')")
     assert page.is_enabled("#send") and not page.is_enabled("#stop")
-    for _ in range(120):     # the server stops generating once the page lets go
-        if client.status()["running_requests"] == 0:
-            break
-        time.sleep(0.5)
-    assert client.status()["running_requests"] == 0
-    # the conversation goes on after a stop
+    wait_running(client, False)          # the server stopped generating once the page let go
+    # Escape stops too, and the conversation goes on after a stop
+    send(page, "Write a very long story")
+    wait_running(client, True)
+    page.keyboard.press("Escape")
+    page.wait_for_function("document.querySelectorAll('.msg.assistant .meta').length === 2 && "
+                           "[...document.querySelectorAll('.msg.assistant .meta')].every(m => m.textContent === 'stopped')")
+    wait_running(client, False)
     page.fill("#max-tokens", "4")
     send(page, "Hello")
-    page.wait_for_function("document.querySelectorAll('.msg.assistant .meta:not(:empty)').length === 2")
+    page.wait_for_function("document.querySelectorAll('.msg.assistant .meta:not(:empty)').length === 3")
+    assert page.locator(".msg.error-msg").count() == 0
 
 
 def test_info_view_and_similarity_heatmap(page, client):
