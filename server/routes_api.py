@@ -275,6 +275,7 @@ class req_like:
         self.n, self.temperature, self.top_p, self.seed = 1, r.temperature, r.top_p, r.seed
         self.stop, self.presence_penalty, self.frequency_penalty = None, None, None
         self.response_format = None
+        self.ignore_eos = r.ignore_eos
 
 
 @router.post("/api/chat")

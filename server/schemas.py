@@ -127,6 +127,7 @@ class SimpleChatRequest(SteeringFields):
     top_p: Optional[float] = Field(None, gt=0, le=1)
     seed: Optional[int] = None
     enable_thinking: Optional[bool] = None
+    ignore_eos: bool = False
 
     def to_messages(self) -> list[ChatMessage]:
         if self.messages:

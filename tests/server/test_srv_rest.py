@@ -204,7 +204,8 @@ def test_websocket_errors_keep_the_socket_open(server):
             e2 = json.loads(await ws.recv())
             await ws.send(json.dumps({"message": "hi", "max_tokens": 0}))
             e3 = json.loads(await ws.recv())
-            await ws.send(json.dumps({"message": "hi", "max_tokens": 2000, "temperature": 0}))
+            await ws.send(json.dumps({"message": "hi", "max_tokens": 2000, "temperature": 0,
+                                      "ignore_eos": True}))
             first = json.loads(await ws.recv())
             await ws.send(json.dumps({"type": "stop"}))
             seen = [first]
@@ -234,3 +235,17 @@ def test_web_page_is_served(http):
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]
     assert "<html" in r.text.lower() or "<!doctype" in r.text.lower()
     assert http.get("/.hidden").status_code == 404
+
+
+def test_metrics_count_steered_and_unsteered(http):
+    greedy(http, persona="alpha")
+    greedy(http)
+    text = http.get("/metrics").text
+
+    def value(prefix):
+        return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(prefix))
+    assert value('persona_steer_requests_total{endpoint="chat",steered="true"}') >= 1
+    assert value('persona_steer_requests_total{endpoint="chat",steered="false"}') >= 1
+    assert value('persona_steer_completion_tokens_total{steered="true"}') >= 6
+    assert value('persona_steer_prompt_tokens_total{steered="false"}') >= 1
+    assert "vllm:" in text          # the engine's own metrics are exported too
