@@ -15,7 +15,7 @@ import pytest
 
 from persona_steer.config import PROJECT_ROOT, load_config
 
-SMALL = {"model.name": "builtin:tiny", "extraction.num_questions": 2,
+SMALL = {"model.name": "builtin:tiny", "extraction.num_questions": 1,
          "extraction.max_new_tokens": 8, "extraction.batch_size": 8,
          "extraction.target_layers": "all", "model.max_model_len": 512,
          "model.enforce_eager": True, "model.max_num_seqs": 32, "model.quantization": "none"}

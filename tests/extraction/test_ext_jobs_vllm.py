@@ -58,7 +58,7 @@ def test_axis(vllm_root, ext_llm, tiny_model):
     assert {"rollouts", "activations", "projections"} <= {e["stage"] for e in events}
     assert all(set(e) == {"stage", "done", "total", "message"} for e in events)
     roll = [e for e in events if e["stage"] == "rollouts"]
-    assert roll[-1]["done"] == roll[-1]["total"] == (17 * 5 + len(ASSISTANT_PROMPTS)) * 2
+    assert roll[-1]["done"] == roll[-1]["total"] == (17 * 5 + len(ASSISTANT_PROMPTS)) * 1
 
     axis = VectorStore(vllm_root / "vectors").load("axis", AXIS_NAME)
     assert axis.layers.tolist() == [0, 1, 2, 3]
@@ -94,8 +94,8 @@ def test_persona_from_archetype(vllm_root, ext_llm, tiny_model):
     assert m["model"] == "builtin:tiny" and m["quantization"] == "none"
     assert m["position"] == "response_mean" and m["baseline"] == "axis"
     assert loaded.meta_json("prompts") == ARCHETYPES["pirate"][2]
-    assert loaded.meta_json("num_responses") == {"persona": 10, "assistant": 12}
-    assert len(loaded.meta_json("questions")) == 2 and m["created_at"]
+    assert loaded.meta_json("num_responses") == {"persona": 5, "assistant": 6}
+    assert len(loaded.meta_json("questions")) == 1 and m["created_at"]
     assert sorted(loaded.meta_json("separation"), key=int) == ["0", "1", "2", "3"]
     assert all(v > 0 for v in loaded.meta_json("residual_norm").values())
 
@@ -189,7 +189,7 @@ def test_create_all_from_cache_through_cli(vllm_root, capsys):
     """After extract-axes every archetype's cells are cached: `create --all` needs no engine."""
     from persona_steer.cli import main
     sets = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in {
-        "model.name": "builtin:tiny", "extraction.num_questions": 2,
+        "model.name": "builtin:tiny", "extraction.num_questions": 1,
         "extraction.max_new_tokens": 8, "paths.datasets": str(vllm_root / "datasets"),
         "paths.vectors": str(vllm_root / "vectors"), "paths.cache": str(vllm_root / "cache")}.items()]
     argv = [a for kv in sets for a in ("--set", kv)] + ["create", "--all"]
@@ -198,3 +198,16 @@ def test_create_all_from_cache_through_cli(vllm_root, capsys):
     assert "[17/17] valley_girl" in captured.out and "persona 'sage': 4 layers" in captured.out
     assert "starting a vLLM engine" not in captured.err and "loading" not in captured.err
     assert set(ARCHETYPES) <= set(VectorStore(vllm_root / "vectors").names("persona"))
+
+
+def test_quality_filter_path(vllm_root, ext_llm):
+    """The judge really runs (structured JSON score per rollout); threshold 0 keeps everything,
+    and the scores are recorded with each cached rollout."""
+    s = ext_settings(vllm_root, **{"extraction.quality_filter": True,
+                                   "extraction.quality_threshold": 0})
+    vec = run_persona_job(s, "hermit_judged", archetype="hermit", llm=ext_llm)
+    assert vec.metadata["quality_filter"] == "true"
+    assert vec.meta_json("num_responses") == {"persona": 5, "assistant": 6}
+    judged = [x for x in _cached_rollouts(vllm_root, ARCHETYPES["hermit"][2]) if "score" in x]
+    assert len(judged) == 5
+    assert all(0 <= x["score"] <= 100 and x["keep"] for x in judged)
