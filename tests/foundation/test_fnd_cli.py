@@ -1,6 +1,7 @@
 """`persona-steer` end to end through subprocesses: --help, config show|set, import."""
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -38,7 +39,7 @@ def cfg(tmp_path, tiny_model_dir):
     """A temp config (comments kept from the repo's) pointing at the tiny model and a temp store."""
     p = tmp_path / "config.yaml"
     shutil.copy(DEFAULT_CONFIG_PATH, p)
-    text = p.read_text().replace("name: builtin:tiny", f"name: {tiny_model_dir}")
+    text = re.sub(r"(?m)^  name: \S+", f"  name: {tiny_model_dir}", p.read_text(), count=1)
     text = text.replace("  vectors: vectors", f"  vectors: {tmp_path / 'vectors'}")
     p.write_text(text)
     return p

@@ -29,10 +29,11 @@ def repo_cfg_copy(tmp_path):
 
 def test_repo_config_loads_and_matches_documented_defaults():
     s = load_config(DEFAULT_CONFIG_PATH, environ={})
-    assert s.model.name == "builtin:tiny"
+    assert s.model.name == "builtin:toy-persona"   # the embedded default: the shipped toy model
     assert s.model.dtype == "float32"
     assert s.server.port == 8000 and s.server.host == "127.0.0.1"
     assert s.steering.layers == "all" and s.steering.steering_scale == 1.0
+    assert s.steering.default_strength == 0.7       # measured on the toy model
     assert s.steering.safety.percentile == 25
     assert s.paths.vectors == "vectors"
     # every key the file holds is a real setting: the file's tree equals the typed dump's shape
@@ -234,7 +235,7 @@ def test_config_set_keeps_comments_and_stays_valid(repo_cfg_copy):
     s = load_config(repo_cfg_copy, environ={})
     assert (s.server.port, s.steering.safety.percentile, s.server.api_key) == (9001, 30, "s3cret")
     # nothing else changed
-    assert s.model.name == "builtin:tiny" and s.extraction.num_questions == 40
+    assert s.model.name == "builtin:toy-persona" and s.extraction.num_questions == 40
     assert stat.S_IMODE(repo_cfg_copy.stat().st_mode) == 0o644   # mode kept by the atomic write
     assert [p.name for p in repo_cfg_copy.parent.iterdir()] == ["config.yaml"]  # no temp files
 
