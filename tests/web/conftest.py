@@ -35,7 +35,8 @@ def page(browser, live, request):
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.goto(live.url + "/")
-    pg.wait_for_function("document.getElementById('status-engine').textContent === 'ready'")
+    pg.wait_for_function("document.getElementById('status-engine').textContent === 'ready' "
+                         "&& state.model !== null")
     yield pg
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)

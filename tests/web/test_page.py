@@ -166,22 +166,47 @@ def wait_running(client, at_least: bool) -> None:
     raise AssertionError(f"running_requests never became {'>= 1' if at_least else '0'}")
 
 
+def page_state(page, client) -> str:
+    """What the page and the server show, for a failure message."""
+    st = page.evaluate("""() => ({
+        metas: [...document.querySelectorAll('.msg .meta')].map(m => m.textContent),
+        errors: [...document.querySelectorAll('.msg.error-msg')].map(m => m.textContent),
+        banner: document.getElementById('error-text').textContent,
+        stopDisabled: document.getElementById('stop').disabled,
+        chunks: [...document.querySelectorAll('.msg.assistant')].map(m => m.dataset.chunks)})""")
+    return f"page: {st}; server running_requests: {client.status()['running_requests']}"
+
+
+def stop_and_check(page, client, how: str, n_replies: int) -> None:
+    # Right after sending: the reply takes seconds (1900 greedy tokens), so it is in flight.
+    # (Waiting for the server to report it running first is racy: on a loaded machine its
+    # status answers can lag behind the whole generation.)
+    if how == "button":
+        try:
+            page.locator("#stop").click(timeout=60_000)
+        except Exception as err:  # noqa: BLE001 - re-raised with what the page shows
+            raise AssertionError(f"Stop was not clickable: {page_state(page, client)}") from err
+    else:
+        page.keyboard.press("Escape")
+    try:
+        page.wait_for_function(
+            f"document.querySelectorAll('.msg.assistant .meta').length === {n_replies} && "
+            "[...document.querySelectorAll('.msg.assistant .meta')].every(m => m.textContent === 'stopped')",
+            timeout=60_000)
+    except Exception as err:  # noqa: BLE001 - re-raised with what the page shows
+        raise AssertionError(f"stop by {how} did not show 'stopped': {page_state(page, client)}") from err
+    assert page.is_enabled("#send") and not page.is_enabled("#stop")
+    wait_running(client, False)          # nothing is left generating on the server
+
+
 def test_stop_button_and_escape_abort(page, client):
     page.fill("#max-tokens", "1900")     # greedy on the tiny model: never stops early
     page.fill("#temperature", "0")
     send(page, "Write a very long story")
-    wait_running(client, True)
-    page.click("#stop")
-    page.wait_for_selector(".msg.assistant .meta:text('stopped')")
-    assert page.is_enabled("#send") and not page.is_enabled("#stop")
-    wait_running(client, False)          # the server stopped generating once the page let go
+    stop_and_check(page, client, "button", 1)
     # Escape stops too, and the conversation goes on after a stop
     send(page, "Write a very long story")
-    wait_running(client, True)
-    page.keyboard.press("Escape")
-    page.wait_for_function("document.querySelectorAll('.msg.assistant .meta').length === 2 && "
-                           "[...document.querySelectorAll('.msg.assistant .meta')].every(m => m.textContent === 'stopped')")
-    wait_running(client, False)
+    stop_and_check(page, client, "Escape", 2)
     page.fill("#max-tokens", "4")
     send(page, "Hello")
     page.wait_for_function("document.querySelectorAll('.msg.assistant .meta:not(:empty)').length === 3")
