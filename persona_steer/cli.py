@@ -63,4 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m persona_steer.cli`: run the imported module's main, so that the error classes
+    # raised by command modules (imported from persona_steer.cli) are the ones caught here.
+    from persona_steer.cli import main as _main
+    sys.exit(_main())

@@ -45,5 +45,19 @@ def engine_kwargs(settings: Settings, model_path: str, **extra: Any) -> dict[str
         hf_overrides=steering_overrides(settings),
         seed=settings.extraction.seed,
     )
+    if _on_cpu():
+        # vLLM 0.32 on CPU kills the engine when a request with its own `seed` has its prefill
+        # split into chunks (the runner rewinds the request's torch.Generator with set_offset,
+        # which CPU generators lack). Scheduling every prompt whole avoids partial prefills.
+        kw.update(enable_chunked_prefill=False,
+                  max_num_batched_tokens=max(m.max_model_len, 2048))
     kw.update(extra)
     return kw
+
+
+def _on_cpu() -> bool:
+    try:
+        from vllm.platforms import current_platform
+        return current_platform.is_cpu()
+    except Exception:  # vLLM missing or not importable: callers will fail clearly later
+        return False

@@ -60,7 +60,8 @@ class PluginEnv:
 
             from steering_plugin.engine import engine_kwargs
             self._llm = LLM(**engine_kwargs(self.settings, self.model_path, max_model_len=512,
-                                            max_num_batched_tokens=CHUNK))
+                                            max_num_batched_tokens=CHUNK,
+                                            enable_chunked_prefill=True))
         return self._llm
 
     @property
@@ -93,7 +94,7 @@ def stock_llm(plugin_env):
 
     from steering_plugin.engine import engine_kwargs
     kw = engine_kwargs(plugin_env.settings, plugin_env.model_path, max_model_len=512,
-                       max_num_batched_tokens=CHUNK)
+                       max_num_batched_tokens=CHUNK, enable_chunked_prefill=True)
     kw.pop("hf_overrides")
     llm = LLM(**kw)
     yield llm
