@@ -3,7 +3,7 @@
 The project's own extraction (extraction.jobs, from the archetype datasets, rollouts through the
 server) makes the six persona vectors; then held-out questions and held-out system prompts,
 greedy, at the recommended setting (extraction.toy.RECOMMENDED). Asserts the targets the model
-meets at this size (see docs/readme/toy.md for the full measured table, including the targets
+meets at this size (see README.md (section "The toy persona model") for the full measured table, including the targets
 it misses: safety capping, most negative weights and 0.5+0.5 blends).
 """
 from __future__ import annotations
@@ -64,7 +64,7 @@ def test_negative_weight_suppresses(proof):
 
 def test_blends_show_both_styles(proof):
     """Two personas at full strength each (0.5 each is below the steering threshold on this
-    model: see docs/readme/toy.md)."""
+    model: see README.md (section "The toy persona model"))."""
     blends = proof["modes"]["greedy"]["blends"]
     print(json.dumps(blends, indent=0))
     assert len(blends) == 15
