@@ -329,8 +329,10 @@ async def ws_chat(ws: WebSocket):
         return
     limit = state.settings.server.max_body_bytes
     task: asyncio.Task | None = None
+    begun: set = set()          # tasks whose body started (a stop can come before that)
 
     async def run(req: SimpleChatRequest):
+        begun.add(asyncio.current_task())
         try:
             if state.engine is None:
                 raise APIError(503, f"engine not ready ({state.engine_state})",
@@ -363,6 +365,11 @@ async def ws_chat(ws: WebSocket):
             if msg.get("type") == "stop":
                 if task and not task.done():
                     task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+                    if task not in begun:   # cancelled before it ran: say so ourselves
+                        await ws.send_json({"type": "stopped"})
+                    begun.discard(task)
                 continue
             if task and not task.done():
                 await ws.send_json({"type": "error", **error_body(
