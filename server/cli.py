@@ -33,6 +33,9 @@ def _serve(args: argparse.Namespace) -> int:
         app.state.ps.api_key_from_flag = True
     config = uvicorn.Config(app, host=settings.server.host, port=settings.server.port,
                             log_level=args.log_level, timeout_graceful_shutdown=5,
+                            # longer than clients' idle expiry (httpx/openai: 5 s), so a client
+                            # never reuses a connection the server is closing at that moment
+                            timeout_keep_alive=75,
                             ws_max_size=settings.server.max_body_bytes)
     server = uvicorn.Server(config)
     try:
