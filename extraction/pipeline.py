@@ -158,6 +158,20 @@ def _h(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:20]
 
 
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.gguf", "config.json", "tokenizer.json")
+
+
+def model_fingerprint(model_path: str | Path) -> str:
+    """What the cached rollouts and activations were made from: for a local folder, its weight,
+    config and tokenizer files (name, size, mtime), so retrained weights under the same name
+    never reuse stale cells; for anything else (an id resolved elsewhere), the path itself."""
+    path = Path(model_path)
+    if not path.is_dir():
+        return str(model_path)
+    files = sorted({f for pat in WEIGHT_FILES for f in path.glob(pat) if f.is_file()})
+    return _h([str(path.resolve())] + [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files])
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_.-]+", "_", text).strip("_")[:80] or "model"
 
@@ -170,6 +184,7 @@ class Extractor:
         self.model_id = settings.model.name
         self.model_path = resolve_model(self.model_id, settings.path("cache"))
         self.cache = settings.path("cache") / "extraction" / _slug(self.model_id)
+        self.model_key = [self.model_id, model_fingerprint(self.model_path)]
         from transformers import AutoTokenizer
         self.tok = AutoTokenizer.from_pretrained(self.model_path)
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
@@ -228,7 +243,7 @@ class Extractor:
         for group, prompts in groups.items():
             for system in prompts:
                 c = Cell(group, system, questions)
-                c.rollout_key = _h(["rollout", self.model_id, system, questions, o.max_new_tokens,
+                c.rollout_key = _h(["rollout", self.model_key, system, questions, o.max_new_tokens,
                                     o.temperature, o.seed, o.enable_thinking, o.quality_filter,
                                     o.quality_threshold if o.quality_filter else None])
                 c.act_key = _h(["acts", c.rollout_key, o.quantization, o.dtype])
