@@ -53,7 +53,8 @@ def _init(args) -> int:
 def _extract_axes(args) -> int:
     from extraction.jobs import run_axis_job
     settings = _settings(args)
-    path = _run(run_axis_job, settings, **_job_opts(args))
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()] if args.roles else None
+    path = _run(run_axis_job, settings, roles=roles, **_job_opts(args))
     print(f"assistant axis saved to {path}")
     return 0
 
@@ -206,6 +207,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("extract-axes", help="extract the assistant axis (for safety capping and "
                                             "the persona baseline)")
+    p.add_argument("--roles", metavar="A,B,...",
+                   help="contrast the assistant with these archetypes only (default: all in datasets/)")
     _job_flags(p)
     p.set_defaults(func=_extract_axes)
 

@@ -213,20 +213,30 @@ def run_trait_job(settings: Settings, word: str, opposite: str, *, name: str | N
     return vec
 
 
-def run_axis_job(settings: Settings, progress: Progress = None, **opts: Any) -> Path:
+def run_axis_job(settings: Settings, progress: Progress = None, roles: list[str] | None = None,
+                 **opts: Any) -> Path:
     """The assistant axis: per layer, unit(mean assistant - mean role) over response activations,
-    with the assistant baseline and per-token projection statistics for capping."""
+    with the assistant baseline and per-token projection statistics for capping.
+    `roles`: the archetypes to contrast with (default: every archetype in datasets/). A model
+    that only knows some roles gets a more telling axis from those."""
     jo = JobOptions.from_settings(settings, opts)
     rep = Reporter(progress, jo.console)
     questions = _questions(settings, jo)
     try:
         assistant = ds.load_assistant_prompts(settings)
-        roles = {f"role:{slug}": ds.load_archetype(settings, slug)["system_prompts"]
-                 for slug in ds.archetype_names(settings)}
+        available = ds.archetype_names(settings)
+        if roles is not None:
+            unknown = [r for r in roles if r not in available]
+            if unknown or not roles:
+                raise ExtractionInputError(
+                    f"unknown archetype(s) for the axis: {', '.join(unknown) or '(none given)'} "
+                    f"(available: {', '.join(available)})")
+        role_prompts = {f"role:{slug}": ds.load_archetype(settings, slug)["system_prompts"]
+                        for slug in (roles if roles is not None else available)}
     except ds.DatasetError as err:
         raise ExtractionInputError(str(err)) from None
     with Extractor(settings, jo, rep) as ex:
-        cells, acts = ex.run({"assistant": assistant, **roles}, questions)
+        cells, acts = ex.run({"assistant": assistant, **role_prompts}, questions)
         a = acts["assistant"]["response_mean"]                                   # [N, L, H]
         r = torch.cat([v["response_mean"] for g, v in acts.items() if g != "assistant"])
         diff = a.mean(0) - r.mean(0)
@@ -253,7 +263,7 @@ def run_axis_job(settings: Settings, progress: Progress = None, **opts: Any) -> 
         meta = _common_meta(ex, jo, questions, {"assistant": a.shape[0], "roles": r.shape[0]})
         meta.update(method="assistant_minus_roles", position="response_mean",
                     baseline_position=jo.position, projection_stats=stats,
-                    roles=sorted(g.split(":", 1)[1] for g in roles),
+                    roles=sorted(g.split(":", 1)[1] for g in role_prompts),
                     prompts=assistant,
                     residual_norm=_per_layer(a.norm(dim=-1).mean(0)),
                     vector_norm=_per_layer(diff.norm(dim=-1)),

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from extraction.archetypes import ARCHETYPES, ASSISTANT_PROMPTS
-from extraction.jobs import ExtractionError, run_axis_job, run_persona_job, run_trait_job
+from extraction.jobs import (ExtractionError, ExtractionInputError, run_axis_job, run_persona_job,
+                             run_trait_job)
 from persona_steer.resolve import ModelShape, axis_thresholds, content_hashes, spec_delta
 from persona_steer.steering_spec import SteeringSpec
 from persona_steer.store import VectorStore
@@ -80,6 +81,22 @@ def test_axis(vllm_root, ext_llm, tiny_model):
     torch.testing.assert_close(axis.extra["baseline"][:3], a, atol=1e-4, rtol=1e-4)
     role_prompts = [p for _, _, ps in ARCHETYPES.values() for p in ps]
     r = _reference_means(tiny_model, _cached_rollouts(vllm_root, role_prompts), 4)
+    torch.testing.assert_close(axis.vectors[:3], torch.nn.functional.normalize(a - r, dim=-1),
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_axis_against_chosen_roles(vllm_root, ext_llm, tiny_model, tmp_path):
+    """--roles: the axis contrasts the assistant with those archetypes only (rollouts cached)."""
+    s = ext_settings(vllm_root, **{"paths__vectors": str(tmp_path / "v")})
+    with pytest.raises(ExtractionInputError, match="unknown archetype.*'?nope"):
+        run_axis_job(s, llm=ext_llm, roles=["pirate", "nope"])
+    assert not (tmp_path / "v").exists() or not any((tmp_path / "v").rglob("*.safetensors"))
+    run_axis_job(s, llm=ext_llm, roles=["pirate", "robot"])
+    axis = VectorStore(tmp_path / "v").load("axis", AXIS_NAME)
+    assert axis.meta_json("roles") == ["pirate", "robot"]
+    a = _reference_means(tiny_model, _cached_rollouts(vllm_root, ASSISTANT_PROMPTS), 4)
+    r = _reference_means(tiny_model, _cached_rollouts(
+        vllm_root, ARCHETYPES["pirate"][2] + ARCHETYPES["robot"][2]), 4)
     torch.testing.assert_close(axis.vectors[:3], torch.nn.functional.normalize(a - r, dim=-1),
                                atol=1e-4, rtol=1e-4)
 
@@ -198,6 +215,11 @@ def test_create_all_from_cache_through_cli(vllm_root, capsys):
     assert "[17/17] valley_girl" in captured.out and "persona 'sage': 4 layers" in captured.out
     assert "starting a vLLM engine" not in captured.err and "loading" not in captured.err
     assert set(ARCHETYPES) <= set(VectorStore(vllm_root / "vectors").names("persona"))
+    # extract-axes --roles: an unknown archetype is a one-line error, before any work
+    base = [a for kv in sets for a in ("--set", kv)]
+    assert main(base + ["extract-axes", "--roles", "pirate,nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown archetype(s) for the axis: nope" in err and "\n" not in err
 
 
 def test_quality_filter_path(vllm_root, ext_llm):
