@@ -14,8 +14,10 @@ def _train(args) -> int:
 
     if args.steps < 1 or args.batch_size < 1:
         raise CLIError("--steps and --batch-size must be at least 1")
+    if not 0.0 <= args.continue_frac < 1.0:
+        raise CLIError("--continue-frac must be in [0, 1)")
     cfg = TrainConfig(steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-                      threads=args.threads)
+                      threads=args.threads, continue_frac=args.continue_frac)
     out = Path(args.out) if args.out else TOY_MODEL_DIR
     rec = train(out, cfg)
     print(f"trained {out}: {rec['n_params'] / 1e6:.2f}M parameters, final loss "
@@ -28,7 +30,9 @@ def _eval(args) -> int:
     from extraction.toy.eval import POSITIONS, format_table, run_eval
 
     work = Path(args.out).resolve()
+    # every layer is extracted: the sweep (or --layers) picks the ones the proof steers
     overrides = list(args.overrides) + [
+        "extraction.target_layers=all",
         f"model.name={args.model}", f"paths.vectors={work / 'vectors'}",
         f"paths.datasets={work / 'datasets'}"]
     settings = load_config(args.config, overrides=overrides)
@@ -58,16 +62,21 @@ def _eval(args) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from extraction.toy.corpus import CONTINUE_FRAC
+
     p = sub.add_parser("toy", help="train or evaluate the small trained persona model (builtin:toy-persona)")
     tsub = p.add_subparsers(dest="toy_cmd", metavar="train|eval")
     tsub.required = True
 
     t = tsub.add_parser("train", help="train the toy persona model on CPU (deterministic given --seed)")
-    t.add_argument("--steps", type=int, default=700)
+    t.add_argument("--steps", type=int, default=900)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--batch-size", type=int, default=24)
     t.add_argument("--threads", type=int, default=1,
                    help="torch threads (1 is fastest on a busy 2-core machine)")
+    t.add_argument("--continue-frac", type=float, default=CONTINUE_FRAC,
+                   help="share of continuation examples (the answer starts in another style "
+                        "than the prompt asks for)")
     t.add_argument("--out", help="output folder (default: persona_steer/toy_model, what builtin:toy-persona loads)")
     t.set_defaults(func=_train)
 

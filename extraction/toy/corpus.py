@@ -7,6 +7,18 @@ so no single opener carries the style. Styles compose: when a system prompt asks
 styles, sentences mix prefixes of one and tags of the other, so a blend of two vectors can
 show both. The plain assistant style has no markers at all.
 
+Styles are graded: a prompt can ask for a persona fully (every sentence), a little (about half
+the sentences: "a touch of pirate"), or for half of one and half of another (each sentence
+independently carries one, both or neither). So the strength of a persona is a magnitude the
+model represents, and half of a persona vector can mean half the style instead of nothing.
+
+Continuations (CONTINUE_FRAC of the examples): the first sentence(s) of the answer are given
+in context (`prefill`, no loss) in some style, the system prompt asks for a DIFFERENT one
+(or none), and the rest of the answer keeps the style the answer already has. So the style an
+answer is in becomes a state the model reads from its own residual stream, not only from the
+system prompt: once steering moves the first words into (or out of) a persona, the model
+stays there, as large chat models keep the register they have started in.
+
 Everything is seeded explicitly (no `hash()`, no global RNG).
 """
 from __future__ import annotations
@@ -212,34 +224,55 @@ def _swap(sentence: str, swaps) -> str:
     return sentence
 
 
-def stylize(sentences: list[str], styles: list[Style], rng: random.Random) -> str:
-    """Decorate every sentence with the styles; with two or more, each sentence mixes them."""
+FULL = 1.0      # every sentence carries the style
+SOME = 0.5      # "a touch of": each sentence carries it with this probability
+HALF = 0.6      # "half pirate, half robot": each of the two, independently per sentence
+
+
+def _decorate(body: str, end: str, pre_style: Style | None, suf_style: Style | None,
+              rng: random.Random) -> str:
+    if suf_style is not None:
+        body = body + rng.choice(suf_style.suffixes)
+    if pre_style is not None:
+        pre = rng.choice(pre_style.prefixes)
+        if pre.endswith((",", "that")) and not body.startswith(("I ", "THIS UNIT")):
+            body = body[:1].lower() + body[1:]
+        body = pre + " " + body
+    return body + end
+
+
+def stylize(sentences: list[str], styles: list[Style], rng: random.Random, opener: bool = True,
+            intensity: dict[str, float] | None = None) -> str:
+    """Decorate the sentences with the styles. A style at intensity p marks each sentence with
+    probability p (and at least one); a sentence marked by two styles mixes them (the prefix of
+    one, the tag of the other); a marked sentence also gets the style's word swaps."""
     if not styles:
-        opener = rng.choice(PLAIN_OPENERS)
+        opener = rng.choice(PLAIN_OPENERS) if opener else ""
         return " ".join(([opener] if opener else []) + sentences)
+    intensity = intensity or {}
+    n = len(sentences)
+    active = [[st for st in styles if rng.random() < intensity.get(st.name, FULL)] for _ in range(n)]
+    for st in styles:                       # every requested style shows at least once
+        if not any(st in a for a in active):
+            active[rng.randrange(n)].append(st)
     out = []
-    for i, s in enumerate(sentences):
-        body = s[:-1]
-        end = s[-1]
-        order = styles[:] if len(styles) == 1 else rng.sample(styles, len(styles))
+    for s, on in zip(sentences, active):
+        body, end = s[:-1], s[-1]
+        if not on:
+            out.append(s)
+            continue
+        order = on[:] if len(on) == 1 else rng.sample(on, len(on))
         for st in order:
             body = _swap(body, st.swaps)
-        pre_style = order[0]
-        suf_style = order[-1] if len(order) > 1 else order[0]
         if len(order) == 1:
             mode = rng.choice(["pre", "suf", "both", "both"])
+            pre_style = order[0] if mode in ("pre", "both") else None
+            suf_style = order[0] if mode in ("suf", "both") else None
         else:
-            mode = "both"
-        if mode in ("suf", "both"):
-            body = body + rng.choice(suf_style.suffixes)
-        if mode in ("pre", "both"):
-            pre = rng.choice(pre_style.prefixes)
-            if pre.endswith((",", "that")) and not body.startswith(("I ", "THIS UNIT")):
-                body = body[:1].lower() + body[1:]
-            body = pre + " " + body
+            pre_style, suf_style = order[0], order[-1]
         if any(st.name == "drill_sergeant" for st in order):
             end = "!"
-        out.append(body + end)
+        out.append(_decorate(body, end, pre_style, suf_style, rng))
     return " ".join(out)
 
 
@@ -247,9 +280,12 @@ def stylize(sentences: list[str], styles: list[Style], rng: random.Random) -> st
 class Example:
     system: str | None
     question: str
-    answer: str
-    styles: list[str] = field(default_factory=list)
+    answer: str                      # the trained part (loss); continues `prefill` if any
+    styles: list[str] = field(default_factory=list)     # the styles of the answer
     topic: str = ""
+    prefill: str = ""                # answer start given in context, no loss (continuations)
+    system_styles: list[str] | None = None               # when they differ from `styles`
+    intensity: dict[str, float] = field(default_factory=dict)   # styles below FULL
 
 
 def _persona_prompt(style: Style, rng: random.Random, split: str) -> str:
@@ -273,18 +309,36 @@ def _trait_prompt(style: Style, rng: random.Random, split: str) -> str:
     return frame.format(d=d, x=rng.choice(style.extras)).strip()
 
 
-def system_prompt(styles: list[Style], rng: random.Random, split: str = "train") -> str | None:
+SOME_FRAMES = [
+    "You are a helpful assistant with a touch of {d}.", "Now and then, talk a little like {d}.",
+    "Sometimes sound like {d}, but mostly answer plainly.", "Add a hint of {d} to some sentences.",
+    "You are a bit like {d}. {x}",
+]
+PAIR_FRAMES = ["You are {a} and also {b}.", "Act as {a} who is also {b}."]
+HALF_FRAMES = ["You are half {a}, half {b}.", "You are a mix of {a} and {b}.",
+               "Blend {a} and {b} in your answers.", "Be partly {a} and partly {b}."]
+
+
+def _train_descriptor(style: Style, rng: random.Random) -> str:
+    return rng.choice([d for i, d in enumerate(style.descriptors) if i != HELD_OUT_DESCRIPTOR])
+
+
+def system_prompt(styles: list[Style], rng: random.Random, split: str = "train",
+                  intensity: dict[str, float] | None = None) -> str | None:
     if not styles:
         pool = ASSISTANT_PROMPTS[:N_TRAIN_ASSISTANT] if split == "train" else ASSISTANT_PROMPTS[N_TRAIN_ASSISTANT:]
         return rng.choice(pool)
+    intensity = intensity or {}
     parts = []
     personas = [s for s in styles if s.kind == "persona"]
     traits = [s for s in styles if s.kind == "trait"]
-    if len(personas) == 2 and rng.random() < 0.5:
-        a, b = (rng.choice([d for i, d in enumerate(p.descriptors) if i != HELD_OUT_DESCRIPTOR])
-                for p in personas)
-        parts.append(rng.choice(["You are {a} and also {b}.", "You are half {a}, half {b}.",
-                                 "Act as {a} who is also {b}."]).format(a=a, b=b))
+    partial = any(intensity.get(p.name, FULL) < FULL for p in personas)
+    if len(personas) == 2 and (partial or rng.random() < 0.5):
+        a, b = (_train_descriptor(p, rng) for p in personas)
+        parts.append(rng.choice(HALF_FRAMES if partial else PAIR_FRAMES).format(a=a, b=b))
+    elif len(personas) == 1 and partial:
+        x = rng.choice(personas[0].extras)
+        parts.append(rng.choice(SOME_FRAMES).format(d=_train_descriptor(personas[0], rng), x=x))
     else:
         parts += [_persona_prompt(p, rng, split) for p in personas]
     parts += [_trait_prompt(t, rng, split) for t in traits]
@@ -294,23 +348,26 @@ def system_prompt(styles: list[Style], rng: random.Random, split: str = "train")
     return " ".join(parts)
 
 
-def sample_styles(rng: random.Random) -> list[Style]:
+def sample_styles(rng: random.Random) -> tuple[list[Style], dict[str, float]]:
+    """The styles of one example and the intensities of those below FULL."""
     r = rng.random()
     personas = list(PERSONAS.values())
     traits = list(TRAITS.values())
     if r < 0.22:
-        return []
+        return [], {}
     if r < 0.70:
-        return [rng.choice(personas)]
+        p = rng.choice(personas)
+        return [p], ({p.name: SOME} if rng.random() < 0.3 else {})
     if r < 0.80:
-        return rng.sample(personas, 2)
+        pair = rng.sample(personas, 2)
+        return pair, ({p.name: HALF for p in pair} if rng.random() < 0.5 else {})
     if r < 0.92:
         t = rng.choice(traits)
         if rng.random() < 0.3:
             other = rng.choice([x for x in traits if x.name not in (t.name, t.opposite)])
-            return [t, other]
-        return [t]
-    return [rng.choice(personas), rng.choice(traits)]
+            return [t, other], {}
+        return [t], {}
+    return [rng.choice(personas), rng.choice(traits)], {}
 
 
 def question_for(topic: dict, rng: random.Random, split: str = "train") -> str:
@@ -319,18 +376,68 @@ def question_for(topic: dict, rng: random.Random, split: str = "train") -> str:
 
 
 def make_example(rng: random.Random, styles: list[Style] | None = None, split: str = "train",
-                 extra_questions: list[str] | None = None) -> Example:
-    styles = sample_styles(rng) if styles is None else styles
+                 intensity: dict[str, float] | None = None) -> Example:
+    if styles is None:
+        styles, intensity = sample_styles(rng)
+    intensity = intensity or {}
     topic = rng.choice(TOPICS)
     question = question_for(topic, rng, split)
     sents = base_sentences(topic, rng)
-    return Example(system_prompt(styles, rng, split), question, stylize(sents, styles, rng),
-                   [s.name for s in styles], topic["key"])
+    return Example(system_prompt(styles, rng, split, intensity), question,
+                   stylize(sents, styles, rng, intensity=intensity),
+                   [s.name for s in styles], topic["key"], intensity=dict(intensity))
 
 
-def generate(n: int, seed: int) -> list[Example]:
+CONTINUE_FRAC = 0.2
+
+
+def _names(styles: list[Style]) -> set[str]:
+    return {s.name for s in styles}
+
+
+def make_continuation(rng: random.Random) -> Example:
+    """The answer starts (in context) in one style while the system prompt asks for another (or
+    for none); the trained rest keeps the answer's style. Half of them pair a persona with the
+    plain style either way round: the two moves steering makes (into a persona, out of one)."""
+    r = rng.random()
+    resp_int: dict[str, float] = {}
+    sys_int: dict[str, float] = {}
+    if r < 0.25:        # persona prompt, plain answer so far -> stays plain
+        resp, sys_ = [], [rng.choice(list(PERSONAS.values()))]
+    elif r < 0.5:       # neutral prompt, persona answer so far -> stays in the persona
+        resp, sys_ = [rng.choice(list(PERSONAS.values()))], []
+    else:               # any other mismatch (two personas, traits, persona -> other persona)
+        resp, _ = sample_styles(rng)      # full intensity: the prefill must show the style
+        sys_, sys_int = sample_styles(rng)
+        while _names(sys_) == _names(resp):
+            sys_, sys_int = sample_styles(rng)
+    topic = rng.choice(TOPICS)
+    question = question_for(topic, rng, "train")
+    sents = base_sentences(topic, rng)
+    k = rng.randint(1, 2)
+    # styled as a whole, then split: the prefill shows the style, the rest keeps its intensity
+    styled = stylize(sents, resp, rng, intensity=resp_int).split(" ")
+    whole = " ".join(styled)
+    cut = _sentence_cut(whole, k)
+    return Example(system_prompt(sys_, rng, "train", sys_int), question, whole[cut:].lstrip(),
+                   [s.name for s in resp], topic["key"], prefill=whole[:cut].rstrip(),
+                   system_styles=[s.name for s in sys_], intensity=dict(resp_int))
+
+
+def _sentence_cut(text: str, k: int) -> int:
+    """Index just after the k-th sentence end ('. ', '! ', '? ' or ']. ') in text, or the end of
+    the first sentence if there are fewer."""
+    ends = [m.end() for m in re.finditer(r"[.!?](?= [A-Z*\[])", text)]
+    ends = [e for e in ends if e < len(text) - 1]
+    if not ends:
+        return len(text)
+    return ends[min(k, len(ends)) - 1]
+
+
+def generate(n: int, seed: int, continue_frac: float = CONTINUE_FRAC) -> list[Example]:
     rng = random.Random(seed)
-    return [make_example(rng) for _ in range(n)]
+    return [make_continuation(rng) if rng.random() < continue_frac else make_example(rng)
+            for _ in range(n)]
 
 
 def eval_questions(n: int, seed: int = 1234) -> list[tuple[str, str]]:
@@ -418,8 +525,16 @@ def coherent(text: str, topic_key: str, finished: bool) -> bool:
     return on_topic and finished and not is_degenerate(text)
 
 
+def answer_parts(e: Example) -> tuple[str, str]:
+    """(in-context answer start, trained answer text): the space between them goes with the
+    trained part, so the tokens match the whole answer tokenized in one piece."""
+    if not e.prefill:
+        return "", answer_text(e.answer)
+    return e.prefill, " " + answer_text(e.answer)
+
+
 def tokenizer_texts(examples: list[Example]) -> list[str]:
-    texts = [prompt_text(e.system, e.question) + answer_text(e.answer) for e in examples]
+    texts = [prompt_text(e.system, e.question) + "".join(answer_parts(e)) for e in examples]
     # the vocabulary of every style and every topic, so held-out prompts tokenize sensibly
     for s in STYLES.values():
         texts.append(" ".join(s.descriptors + s.extras + s.prefixes + s.suffixes))

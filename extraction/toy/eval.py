@@ -82,7 +82,14 @@ class ServerClient:
         body: dict[str, Any] = {"model": self.model, "messages": _messages(g), "max_tokens": MAX_TOKENS,
                                 "temperature": g.temperature, "seed": g.seed}
         body.update({k: json.loads(v) for k, v in g.steer})
-        r = self.http.post(self.base + "/v1/chat/completions", json=body)
+        import httpx
+        for attempt in range(3):    # a pooled connection can be closed under us; resend
+            try:
+                r = self.http.post(self.base + "/v1/chat/completions", json=body)
+                break
+            except (httpx.RemoteProtocolError, httpx.ConnectError):
+                if attempt == 2:
+                    raise
         if r.status_code >= 400:
             raise RuntimeError(f"server answered HTTP {r.status_code}: {r.text[:300]}")
         ch = r.json()["choices"][0]
@@ -242,7 +249,9 @@ def extract_all(settings, positions: list[str], *, num_questions: int, base_url:
     for pos in positions:
         suffix = POSITIONS[pos]
         if pos == "response_mean" and axis:
-            run_axis_job(settings, position=pos, **opts)
+            # contrast the assistant with the six roles the toy model knows: an axis against
+            # 17 archetypes, 11 of them unknown to it, barely separates its personas
+            run_axis_job(settings, position=pos, roles=PERSONAS, **opts)
             log(f"  axis done ({time.time() - t0:.0f}s)")
         for p in PERSONAS:
             vec = run_persona_job(settings, p + suffix, archetype=p, position=pos, **opts)
@@ -261,6 +270,9 @@ def restricted(settings, name: str, layers: list[int], new_name: str, kind: str 
     store = VectorStore(settings.path("vectors"))
     vec = store.load(kind, name)
     rows = {L: v for L, v in vec.per_layer().items() if L in layers}
+    if not rows:
+        raise ValueError(f"{kind} '{name}' has no rows at layers {layers} (it has "
+                         f"{sorted(vec.per_layer())}); extract with extraction.target_layers=all")
     meta = {k: v for k, v in vec.metadata.items()
             if k not in ("kind", "name", "description", "model", "hidden_size", "format_version")}
     meta["derived_from"] = name
@@ -371,9 +383,10 @@ def sweep(settings, client, questions, *, positions: list[str], strengths: list[
         suffix = POSITIONS[pos]
         names = {}
         for lname, layers in layer_sets.items():
+            tag = lname.replace(",", "-")       # vector names allow no commas
             for p in PERSONAS:
                 names[(lname, p)] = (p + suffix if lname == "all"
-                                     else restricted(settings, p + suffix, layers, f"{p}{suffix}_s{lname}"))
+                                     else restricted(settings, p + suffix, layers, f"{p}{suffix}_s{tag}"))
         gens, keys = [], []
         for lname in layer_sets:
             for s in strengths:
@@ -517,9 +530,14 @@ def run_eval(settings, *, workdir: Path, url: str | None = None, backend: str = 
         n_layers = AutoConfig.from_pretrained(model_path).num_hidden_layers
         rows: list[dict] = []
         if default is None:
+            half = n_layers // 2
             layer_sets = layer_sets or {**{str(L): [L] for L in range(n_layers)},
+                                        ",".join(map(str, range(half))): list(range(half)),
+                                        ",".join(map(str, range(1, half))): list(range(1, half)),
+                                        ",".join(map(str, range(half - 1, n_layers))):
+                                            list(range(half - 1, n_layers)),
                                         "all": list(range(n_layers))}
-            strengths = strengths or [0.5, 1.0, 2.0, 4.0]
+            strengths = strengths or [0.5, 0.7, 1.0, 1.3, 1.6, 2.0, 3.0]
             sq = corpus.eval_questions(sweep_questions, seed=77)
             log(f"sweep: {len(positions)} positions x {len(layer_sets)} layer sets x {len(strengths)} strengths "
                 f"x {len(PERSONAS)} personas x {len(sq)} questions ...")

@@ -25,7 +25,7 @@ DIMS = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=6, num_att
 
 @dataclass
 class TrainConfig:
-    steps: int = 700
+    steps: int = 900
     batch_size: int = 24
     lr: float = 3e-3
     warmup: int = 40
@@ -35,6 +35,7 @@ class TrainConfig:
     threads: int = 1       # measured: on a busy 2-core machine 1 thread is ~8x faster than 2
     bf16: bool = True
     no_think_frac: float = 0.2
+    continue_frac: float = corpus.CONTINUE_FRAC   # share of continuation examples (see corpus)
     dims: dict = field(default_factory=lambda: dict(DIMS))
     max_len: int = 384
     log_every: int = 25
@@ -42,9 +43,10 @@ class TrainConfig:
 
 def _encode(tok, examples, cfg: TrainConfig, rng: random.Random):
     """[(input_ids, n_prompt_tokens)] with loss on the assistant part only."""
-    prompts = [corpus.prompt_text(e.system, e.question, no_think=rng.random() < cfg.no_think_frac)
-               for e in examples]
-    answers = [corpus.answer_text(e.answer) for e in examples]
+    parts = [corpus.answer_parts(e) for e in examples]
+    prompts = [corpus.prompt_text(e.system, e.question, no_think=rng.random() < cfg.no_think_frac) + pre
+               for e, (pre, _) in zip(examples, parts)]
+    answers = [ans for _, ans in parts]
     p_ids = tok(prompts, add_special_tokens=False)["input_ids"]
     a_ids = tok(answers, add_special_tokens=False)["input_ids"]
     out = []
@@ -90,7 +92,7 @@ def train(out_dir: str | os.PathLike, cfg: TrainConfig | None = None, *, example
 
     n_examples = cfg.steps * cfg.batch_size
     if examples is None:
-        examples = corpus.generate(n_examples, cfg.seed)
+        examples = corpus.generate(n_examples, cfg.seed, cfg.continue_frac)
     tok = build_tokenizer(corpus.tokenizer_texts(examples[:20000]), tmp, vocab_size=cfg.vocab_size)
     rng = random.Random(cfg.seed + 1)
     data = _encode(tok, examples, cfg, rng)

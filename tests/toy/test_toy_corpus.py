@@ -16,7 +16,31 @@ def test_corpus_is_deterministic():
 
 def test_every_answer_shows_exactly_its_styles():
     for e in corpus.generate(3000, seed=0):
-        assert corpus.styles_in(e.answer) == set(e.styles), (e.styles, e.answer)
+        whole = (e.prefill + " " + e.answer).strip()
+        assert corpus.styles_in(whole) == set(e.styles), (e.styles, whole)
+        assert corpus.styles_in(e.answer) <= set(e.styles), (e.styles, e.answer)
+
+
+def test_continuations_keep_the_answer_style_not_the_prompt_style():
+    """Continuation examples: the answer starts (in context, no loss) in one style, the system
+    prompt asks for another or none, and the trained rest keeps the answer's style. Both moves
+    steering makes are there: persona prompt -> plain answer, neutral prompt -> persona answer."""
+    ex = corpus.generate(4000, seed=0)
+    cont = [e for e in ex if e.prefill]
+    assert 0.15 < len(cont) / len(ex) < 0.25
+    out_of_persona = into_persona = 0
+    for e in cont:
+        assert e.system_styles is not None and set(e.system_styles) != set(e.styles), e
+        if not e.styles and len(e.system_styles) == 1 and e.system_styles[0] in corpus.PERSONAS:
+            out_of_persona += 1
+            assert not corpus.styles_in(e.answer), e.answer
+        if not e.system_styles and len(e.styles) == 1 and e.styles[0] in corpus.PERSONAS:
+            into_persona += 1
+            assert corpus.has_style(e.answer + e.prefill, e.styles[0])
+        pre, ans = corpus.answer_parts(e)
+        assert pre == e.prefill and ans.startswith(" ") and ans.endswith("<|im_end|>\n")
+    assert out_of_persona > 100 and into_persona > 100
+    assert not any(e.prefill for e in corpus.generate(500, seed=0, continue_frac=0.0))
 
 
 def test_style_is_in_every_sentence_not_one_opener():
@@ -24,14 +48,14 @@ def test_style_is_in_every_sentence_not_one_opener():
     sentence (far from any opener) carries one too."""
     n = 0
     for e in corpus.generate(500, seed=1):
-        if len(e.styles) != 1 or e.styles[0] not in corpus.PERSONAS:
+        if len(e.styles) != 1 or e.styles[0] not in corpus.PERSONAS or e.prefill or e.intensity:
             continue
         n += 1
         name = e.styles[0]
         assert corpus.marker_count(e.answer, name) >= 3, e.answer
         last = e.answer[int(len(e.answer) * 0.55):]
         assert corpus.has_style(last, name), e.answer
-    assert n > 150
+    assert n > 100
 
 
 def test_held_out_prompts_and_questions_never_in_training():
@@ -55,3 +79,27 @@ def test_detectors():
     assert not corpus.coherent("Sleep is rest.", "sleep", finished=False)
     assert corpus.coherent("Sleep is the time your body rests. Remember that a dark room helps.", "sleep", True)
     assert not corpus.coherent("Bread is flour and water baked.", "sleep", True)
+
+
+def test_graded_intensity_marks_some_sentences_and_blends_mix_per_sentence():
+    """A persona "a little" marks about half the sentences; "half X, half Y" marks each sentence
+    with X, Y, both or neither, so a half-strength blend has a style to land in."""
+    ex = [e for e in corpus.generate(6000, seed=2) if e.intensity and not e.prefill]
+    some = [e for e in ex if len(e.styles) == 1]
+    half = [e for e in ex if len(e.styles) == 2]
+    assert len(some) > 200 and len(half) > 100
+
+    def sentence_share(e, name):
+        sents = re.split(r"(?<=[.!?])\s+(?=[A-Z*\[])", e.answer)
+        return sum(corpus.has_style(s, name) for s in sents) / len(sents)
+
+    share = sum(sentence_share(e, e.styles[0]) for e in some) / len(some)
+    assert 0.35 < share < 0.8, share
+    full = [e for e in corpus.generate(3000, seed=2)
+            if len(e.styles) == 1 and e.styles[0] in corpus.PERSONAS and not e.intensity and not e.prefill]
+    # (a robot opener such as "BEEP." splits off as a sentence of its own, hence not 1.0)
+    assert sum(sentence_share(e, e.styles[0]) for e in full) / len(full) > max(0.85, share + 0.25)
+    for e in half:
+        assert set(e.styles) <= set(corpus.PERSONAS)
+        assert all(corpus.has_style(e.answer, n) for n in e.styles)
+    assert any(("half" in (e.system or "") or "mix" in (e.system or "")) for e in half)
