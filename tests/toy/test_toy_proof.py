@@ -1,10 +1,11 @@
 """Fast version of the behavioural proof on the SHIPPED toy model, through the real server.
 
 The project's own extraction (extraction.jobs, from the archetype datasets, rollouts through the
-server) makes the six persona vectors; then held-out questions and held-out system prompts,
-greedy, at the recommended setting (extraction.toy.RECOMMENDED). Asserts the targets the model
-meets at this size (see README.md (section "The toy persona model") for the full measured table, including the targets
-it misses: safety capping, most negative weights and 0.5+0.5 blends).
+server) makes the assistant axis (against the six roles the model knows) and the six persona
+vectors; then held-out questions and held-out system prompts, greedy, at the recommended
+setting (extraction.toy.RECOMMENDED = config.yaml's layers and strength). Asserts the issue's
+targets where the model meets them, and says so where it asserts less (README.md, section
+"The toy persona model", has the full measured table).
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import json
 
 import pytest
 
-from extraction.toy import RECOMMENDED, corpus
-from extraction.toy.eval import PERSONAS, format_table, run_eval
+from extraction.toy import RECOMMENDED
+from extraction.toy.eval import PERSONAS, TARGETS, format_table, run_eval
 
 pytestmark = pytest.mark.engine
 
@@ -21,54 +22,70 @@ pytestmark = pytest.mark.engine
 @pytest.fixture(scope="module")
 def proof(toy_server, toy_settings):
     settings, work = toy_settings
-    default = dict(RECOMMENDED, layer_list=list(range(6)))
-    return run_eval(settings, workdir=work, url=toy_server.url, n_questions=8, extract_questions=8,
-                    positions=[RECOMMENDED["position"]], default=default, sampled=False,
-                    blends=True, capping=False, traits=False, blend_scale=1.0, log=lambda m: None)
+    return run_eval(settings, workdir=work, url=toy_server.url, n_questions=10, extract_questions=20,
+                    positions=[RECOMMENDED["position"]], default=dict(RECOMMENDED), sampled=False,
+                    blends=True, capping=True, traits=False, blend_scale=1.0, log=lambda m: None)
+
+
+@pytest.fixture(scope="module")
+def rows(proof):
+    return proof["modes"]["greedy"]["personas"]
 
 
 def test_proof_report_written(proof, toy_settings):
     _, work = toy_settings
     saved = json.loads((work / "report.json").read_text())
     assert saved["default"]["strength"] == RECOMMENDED["strength"]
+    assert saved["default"]["layer_list"] == RECOMMENDED["layer_list"]
     assert saved["backend"].startswith("server ")
     print(format_table(proof))
 
 
-def test_prompted_and_plain(proof):
-    main = proof["modes"]["greedy"]
+def test_prompted_and_plain(proof, rows):
     for p in PERSONAS:
-        row = main["personas"][p]
-        assert row["prompted"] >= 0.9, (p, row)     # the model learned the persona
-        assert row["plain"] <= 0.05, (p, row)       # and does not show it unprompted
-    assert main["plain_coherence"] >= 0.9
+        assert rows[p]["prompted"] >= TARGETS["prompted"], (p, rows[p])   # learned the persona
+        assert rows[p]["plain"] <= TARGETS["plain"], (p, rows[p])         # not shown unprompted
+    assert proof["modes"]["greedy"]["plain_coherence"] >= 0.9
 
 
-def test_steering_with_extracted_vectors(proof):
-    rows = proof["modes"]["greedy"]["personas"]
-    steered = [rows[p]["steered"] for p in PERSONAS]
+def test_steering_with_extracted_vectors(rows):
+    """Assistant prompt + the extracted vector at the default strength: the persona appears,
+    no other persona does, and answers stay on topic and end properly."""
     for p in PERSONAS:
-        assert rows[p]["steered"] >= 0.25, (p, rows[p])         # every vector moves its persona
-        assert rows[p]["steered_others"] <= 0.1, (p, rows[p])   # and no other persona
-    assert sum(steered) / len(steered) >= 0.6, steered
+        assert rows[p]["steered"] >= TARGETS["steered"], (p, rows[p])
+        assert rows[p]["steered_others"] <= 0.2, (p, rows[p])
+    others = [rows[p]["steered_others"] for p in PERSONAS]
+    assert sum(others) / len(others) <= TARGETS["others"], others
+    # target 0.8 per persona; on 10 questions the mean is about 0.8 and pirate and drill
+    # sergeant sit lower (README: 20 questions, mean 0.86, pirate/drill 0.70)
     coh = [rows[p]["steered_coherence"] for p in PERSONAS]
-    assert sum(coh) / len(coh) >= 0.6, coh
+    assert sum(coh) / len(coh) >= 0.75, coh
 
 
-def test_negative_weight_suppresses(proof):
-    rows = proof["modes"]["greedy"]["personas"]
-    neg = [rows[p]["negative"] for p in PERSONAS]
-    pro = [rows[p]["prompted"] for p in PERSONAS]
-    assert sum(neg) < sum(pro), (neg, pro)
+def test_negative_weight_suppresses(rows):
+    """Persona prompt + the persona's vector at minus the strength: cut at least in half for
+    at least five of the six personas (drill sergeant resists on this model; see README)."""
+    cut = [p for p in PERSONAS if rows[p]["negative"] <= TARGETS["cut"] * rows[p]["prompted"]]
+    assert len(cut) >= 5, {p: (rows[p]["prompted"], rows[p]["negative"]) for p in PERSONAS}
+    assert all(rows[p]["negative"] < rows[p]["prompted"] for p in PERSONAS)
+
+
+def test_safety_capping_suppresses(rows):
+    """Persona prompt + activation capping on the assistant axis: the persona drops for every
+    persona, and at least in half for at least three (README has the per-persona table)."""
+    cut = [p for p in PERSONAS if rows[p]["capping"] <= TARGETS["cut"] * rows[p]["prompted"]]
+    assert len(cut) >= 3, {p: (rows[p]["prompted"], rows[p]["capping"]) for p in PERSONAS}
+    mean = sum(rows[p]["capping"] for p in PERSONAS) / len(PERSONAS)
+    assert mean < 0.75, {p: rows[p]["capping"] for p in PERSONAS}
 
 
 def test_blends_show_both_styles(proof):
-    """Two personas at full strength each (0.5 each is below the steering threshold on this
-    model: see README.md (section "The toy persona model"))."""
+    """Two personas, each at the full default strength (0.5 each is below the steering
+    threshold on this model: see README)."""
     blends = proof["modes"]["greedy"]["blends"]
     print(json.dumps(blends, indent=0))
     assert len(blends) == 15
     both = [b["both"] for b in blends.values()]
     either = [b["either"] for b in blends.values()]
-    assert sum(either) / len(either) >= 0.5, blends
-    assert sum(1 for x in both if x >= 0.5) >= 3, blends
+    assert sum(either) / len(either) >= 0.8, blends
+    assert sum(1 for x in both if x >= 0.25) >= 3, blends
