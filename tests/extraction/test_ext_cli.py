@@ -11,7 +11,8 @@ from tests.extraction.conftest import ext_settings, make_root
 
 def _argv(root, *cmd):
     sets = {"model.name": "builtin:tiny", "extraction.num_questions": "1",
-            "extraction.max_new_tokens": "4", "paths.datasets": str(root / "datasets"),
+            "extraction.max_new_tokens": "4", "extraction.target_layers": "all",
+            "paths.datasets": str(root / "datasets"),
             "paths.vectors": str(root / "vectors"), "paths.cache": str(root / "cache")}
     return [a for k, v in sets.items() for a in ("--set", f"{k}={v}")] + list(cmd)
 

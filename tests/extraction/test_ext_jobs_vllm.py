@@ -207,7 +207,8 @@ def test_create_all_from_cache_through_cli(vllm_root, capsys):
     from persona_steer.cli import main
     sets = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in {
         "model.name": "builtin:tiny", "extraction.num_questions": 1,
-        "extraction.max_new_tokens": 8, "paths.datasets": str(vllm_root / "datasets"),
+        "extraction.max_new_tokens": 8, "extraction.target_layers": "all",
+        "paths.datasets": str(vllm_root / "datasets"),
         "paths.vectors": str(vllm_root / "vectors"), "paths.cache": str(vllm_root / "cache")}.items()]
     argv = [a for kv in sets for a in ("--set", kv)] + ["create", "--all"]
     assert main(argv) == 0
