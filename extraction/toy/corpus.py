@@ -400,7 +400,6 @@ def make_continuation(rng: random.Random) -> Example:
     for none); the trained rest keeps the answer's style. Half of them pair a persona with the
     plain style either way round: the two moves steering makes (into a persona, out of one)."""
     r = rng.random()
-    resp_int: dict[str, float] = {}
     sys_int: dict[str, float] = {}
     if r < 0.25:        # persona prompt, plain answer so far -> stays plain
         resp, sys_ = [], [rng.choice(list(PERSONAS.values()))]
@@ -415,13 +414,12 @@ def make_continuation(rng: random.Random) -> Example:
     question = question_for(topic, rng, "train")
     sents = base_sentences(topic, rng)
     k = rng.randint(1, 2)
-    # styled as a whole, then split: the prefill shows the style, the rest keeps its intensity
-    styled = stylize(sents, resp, rng, intensity=resp_int).split(" ")
-    whole = " ".join(styled)
+    # styled as a whole (full intensity, so the prefill shows the style), then split
+    whole = stylize(sents, resp, rng)
     cut = _sentence_cut(whole, k)
     return Example(system_prompt(sys_, rng, "train", sys_int), question, whole[cut:].lstrip(),
                    [s.name for s in resp], topic["key"], prefill=whole[:cut].rstrip(),
-                   system_styles=[s.name for s in sys_], intensity=dict(resp_int))
+                   system_styles=[s.name for s in sys_])
 
 
 def _sentence_cut(text: str, k: int) -> int:

@@ -82,14 +82,7 @@ class ServerClient:
         body: dict[str, Any] = {"model": self.model, "messages": _messages(g), "max_tokens": MAX_TOKENS,
                                 "temperature": g.temperature, "seed": g.seed}
         body.update({k: json.loads(v) for k, v in g.steer})
-        import httpx
-        for attempt in range(3):    # a pooled connection can be closed under us; resend
-            try:
-                r = self.http.post(self.base + "/v1/chat/completions", json=body)
-                break
-            except (httpx.RemoteProtocolError, httpx.ConnectError):
-                if attempt == 2:
-                    raise
+        r = self.http.post(self.base + "/v1/chat/completions", json=body)
         if r.status_code >= 400:
             raise RuntimeError(f"server answered HTTP {r.status_code}: {r.text[:300]}")
         ch = r.json()["choices"][0]
