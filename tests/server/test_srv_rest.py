@@ -204,21 +204,35 @@ def test_websocket_errors_keep_the_socket_open(server):
             e2 = json.loads(await ws.recv())
             await ws.send(json.dumps({"message": "hi", "max_tokens": 0}))
             e3 = json.loads(await ws.recv())
-            # message and stop back to back: the reply is certainly in flight when the stop
-            # arrives (waiting for "start" first races a fast generation on an idle machine)
-            await ws.send(json.dumps({"message": "hi", "max_tokens": 2000, "temperature": 0,
-                                      "ignore_eos": True}))
-            await ws.send(json.dumps({"type": "stop"}))
-            seen = [json.loads(await asyncio.wait_for(ws.recv(), 120))]
-            while seen[-1]["type"] not in ("stopped", "done"):
-                seen.append(json.loads(await asyncio.wait_for(ws.recv(), 120)))
-            return e1, e2, e3, seen
-    e1, e2, e3, seen = asyncio.run(go())
+            # message and stop back to back, so the stop normally reaches the server while the
+            # reply is in flight. Nothing guarantees that: a CI run once saw the whole reply
+            # finish first, so a "done" is tried again (a few times), and only a stop that
+            # never takes fails the test.
+            outcomes = []
+            for _ in range(5):
+                await ws.send(json.dumps({"message": "hi", "max_tokens": 2000,
+                                          "temperature": 0, "ignore_eos": True}))
+                await ws.send(json.dumps({"type": "stop"}))
+                seen = [json.loads(await asyncio.wait_for(ws.recv(), 120))]
+                while seen[-1]["type"] not in ("stopped", "done", "error"):
+                    seen.append(json.loads(await asyncio.wait_for(ws.recv(), 120)))
+                outcomes.append(seen)
+                if seen[-1]["type"] == "stopped":
+                    break
+            # the socket still serves a whole reply after the stop
+            await ws.send(json.dumps({"message": "hi", "max_tokens": 4}))
+            after = [json.loads(await asyncio.wait_for(ws.recv(), 120))]
+            while after[-1]["type"] not in ("done", "error"):
+                after.append(json.loads(await asyncio.wait_for(ws.recv(), 120)))
+            return e1, e2, e3, outcomes, after
+    e1, e2, e3, outcomes, after = asyncio.run(go())
     assert e1["type"] == "error" and "JSON" in e1["error"]["message"]
     assert e2["type"] == "error" and e2["error"]["code"] == "persona_not_found"
     assert e3["type"] == "error" and e3["error"]["param"] == "max_tokens"
-    assert seen[-1]["type"] == "stopped"
-    assert not [e for e in seen if e["type"] == "done"]
+    ends = [seen[-1]["type"] for seen in outcomes]
+    assert ends[-1] == "stopped", f"the stop never took: {ends}"
+    assert set(ends[:-1]) <= {"done"}, ends
+    assert after[-1]["type"] == "done" and after[-1]["usage"]["completion_tokens"] == 4
 
 
 def test_cors_preflight_and_headers(http):
