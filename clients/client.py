@@ -252,6 +252,11 @@ class _Base:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
+    def _openai_kwargs(self) -> dict:
+        """Arguments for the openai SDK's client pointed at this server's /v1."""
+        return dict(base_url=self.base_url + "/v1", api_key=self.api_key or "none",
+                    timeout=self.timeout, max_retries=0)
+
     @staticmethod
     def _vector_path(kind: str, name: str, suffix: str = "") -> str:
         if kind not in _KIND_PATH:
@@ -300,9 +305,7 @@ class PersonaSteerClient(_Base):
     def openai(self):
         """The official openai SDK client pointed at this server's /v1."""
         if self._openai_client is None:
-            self._openai_client = _openai().OpenAI(base_url=self.base_url + "/v1",
-                                                   api_key=self.api_key or "none",
-                                                   timeout=self.timeout, max_retries=0)
+            self._openai_client = _openai().OpenAI(**self._openai_kwargs())
         return self._openai_client
 
     def __enter__(self) -> "PersonaSteerClient":
@@ -531,9 +534,7 @@ class AsyncPersonaSteerClient(_Base):
     @property
     def openai(self):
         if self._openai_client is None:
-            self._openai_client = _openai().AsyncOpenAI(base_url=self.base_url + "/v1",
-                                                        api_key=self.api_key or "none",
-                                                        timeout=self.timeout, max_retries=0)
+            self._openai_client = _openai().AsyncOpenAI(**self._openai_kwargs())
         return self._openai_client
 
     async def __aenter__(self) -> "AsyncPersonaSteerClient":
