@@ -123,7 +123,27 @@ def build_async_llm(state: ServerState):
 
     state.model_path = resolve_model(state.settings.model.name, state.settings.path("cache"))
     kwargs = engine_kwargs(state.settings, state.model_path)
-    return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+    engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+    yield_per_engine_step(engine)
+    return engine
+
+
+def yield_per_engine_step(engine) -> None:
+    """Let the event loop breathe once per engine step. AsyncLLM's output handler awaits an
+    asyncio.Queue of engine outputs, which does not yield while the queue has a backlog; when the
+    engine steps faster than this process handles them (a small model), the handler spins until
+    the generation ends and nothing else runs: no disconnect is noticed, no WebSocket stop is
+    read, /api/status and /metrics wait. One sleep(0) per step costs microseconds."""
+    core = getattr(engine, "engine_core", None)
+    get = getattr(core, "get_output_async", None)
+    if get is None:
+        return
+
+    async def get_output_async():
+        await asyncio.sleep(0)
+        return await get()
+
+    core.get_output_async = get_output_async
 
 
 def configure_from_engine(state: ServerState, engine) -> None:
