@@ -112,6 +112,32 @@ def _stream_error(err: BaseException) -> str:
     return dumps(to_api_error(err).body())
 
 
+def chunk_maker(obj: str, rid: str, created: int, model: str, include_usage: bool):
+    """Builds one streamed chunk (chat or text completion); with include_usage every chunk has
+    a usage field, null until the last one (OpenAI's framing)."""
+    def chunk(choices: list, **extra) -> str:
+        body = {"id": rid, "object": obj, "created": created, "model": model,
+                "choices": choices, **extra}
+        if include_usage:
+            body.setdefault("usage", None)
+        return dumps(body)
+    return chunk
+
+
+async def ended(events: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The stream's tail: an error after the first byte becomes an OpenAI-style error event
+    (the status is already 200), and every stream ends with [DONE]. A client that goes away
+    cancels the generator; that is passed on, so the engine request is aborted."""
+    try:
+        async for event in events:
+            yield event
+    except (asyncio.CancelledError, GeneratorExit):
+        raise
+    except Exception as err:
+        yield _stream_error(err)
+    yield "[DONE]"
+
+
 # --- chat -----------------------------------------------------------------------------------
 @router.post("/v1/chat/completions")
 async def chat_completions(req: ChatCompletionRequest, request: Request):
@@ -152,51 +178,39 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
 
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     source = await primed(agen)
-
-    def chunk(choices: list, **extra) -> str:
-        body = {"id": rid, "object": "chat.completion.chunk", "created": created,
-                "model": model, "choices": choices, **extra}
-        if include_usage:
-            body.setdefault("usage", None)
-        return dumps(body)
+    chunk = chunk_maker("chat.completion.chunk", rid, created, model, include_usage)
 
     async def events():
         splitters: dict[int, g.ThinkSplitter] = {}
         n_out = 0
-        try:
-            async for _, out in source:
-                for o in out.outputs:
-                    i = o.index
-                    if i not in splitters:
-                        splitters[i] = g.ThinkSplitter(state.think, start_reasoning)
-                        first = {"index": i, "delta": {"role": "assistant", "content": ""},
-                                 "logprobs": None, "finish_reason": None}
-                        yield chunk([first], **({"steering": steering.applied} if i == 0 else {}))
-                    n_out += len(o.token_ids)
-                    reasoning, content = splitters[i].feed(o.text)
-                    delta = {}
-                    if reasoning:
-                        delta["reasoning_content"] = reasoning
-                    if content:
-                        delta["content"] = content
-                    lp = (g.chat_logprobs(state, o.token_ids, o.logprobs, top)
-                          if req.logprobs and o.token_ids else None)
-                    if delta or lp:
-                        yield chunk([{"index": i, "delta": delta,
-                                      "logprobs": {"content": lp} if lp else None,
-                                      "finish_reason": None}])
-                    if o.finish_reason is not None:
-                        yield chunk([{"index": i, "delta": {}, "logprobs": None,
-                                      "finish_reason": g.finish(o.finish_reason)}])
-            if include_usage:
-                yield chunk([], usage=g.usage(len(ids), n_out))
-        except (asyncio.CancelledError, GeneratorExit):
-            raise
-        except Exception as err:
-            yield _stream_error(err)
-        yield "[DONE]"
+        async for _, out in source:
+            for o in out.outputs:
+                i = o.index
+                if i not in splitters:
+                    splitters[i] = g.ThinkSplitter(state.think, start_reasoning)
+                    first = {"index": i, "delta": {"role": "assistant", "content": ""},
+                             "logprobs": None, "finish_reason": None}
+                    yield chunk([first], **({"steering": steering.applied} if i == 0 else {}))
+                n_out += len(o.token_ids)
+                reasoning, content = splitters[i].feed(o.text)
+                delta = {}
+                if reasoning:
+                    delta["reasoning_content"] = reasoning
+                if content:
+                    delta["content"] = content
+                lp = (g.chat_logprobs(state, o.token_ids, o.logprobs, top)
+                      if req.logprobs and o.token_ids else None)
+                if delta or lp:
+                    yield chunk([{"index": i, "delta": delta,
+                                  "logprobs": {"content": lp} if lp else None,
+                                  "finish_reason": None}])
+                if o.finish_reason is not None:
+                    yield chunk([{"index": i, "delta": {}, "logprobs": None,
+                                  "finish_reason": g.finish(o.finish_reason)}])
+        if include_usage:
+            yield chunk([], usage=g.usage(len(ids), n_out))
 
-    return sse(events())
+    return sse(ended(events()))
 
 
 # --- completions ----------------------------------------------------------------------------
@@ -245,39 +259,27 @@ async def completions(req: CompletionRequest, request: Request):
 
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     source = await primed(agen)
-
-    def chunk(choices: list, **extra) -> str:
-        body = {"id": rid, "object": "text_completion", "created": created, "model": model,
-                "choices": choices, **extra}
-        if include_usage:
-            body.setdefault("usage", None)
-        return dumps(body)
+    chunk = chunk_maker("text_completion", rid, created, model, include_usage)
 
     async def events():
         n_out, first, offsets = 0, True, {}
-        try:
-            async for k, out in source:
-                for o in out.outputs:
-                    idx = k * req.n + o.index
-                    n_out += len(o.token_ids)
-                    lp = None
-                    if req.logprobs is not None and o.token_ids:
-                        lp = g.completion_logprobs(state, o.token_ids, o.logprobs, top,
-                                                   offsets.get(idx, 0))
-                    offsets[idx] = offsets.get(idx, 0) + len(o.text)
-                    extra = {"steering": steering.applied} if first else {}
-                    first = False
-                    choice = {"index": idx, "text": o.text, "logprobs": lp,
-                              "finish_reason": g.finish(o.finish_reason)}
-                    if req.return_token_ids:
-                        choice["token_ids"] = list(o.token_ids)
-                    yield chunk([choice], **extra)
-            if include_usage:
-                yield chunk([], usage=g.usage(n_prompt, n_out))
-        except (asyncio.CancelledError, GeneratorExit):
-            raise
-        except Exception as err:
-            yield _stream_error(err)
-        yield "[DONE]"
+        async for k, out in source:
+            for o in out.outputs:
+                idx = k * req.n + o.index
+                n_out += len(o.token_ids)
+                lp = None
+                if req.logprobs is not None and o.token_ids:
+                    lp = g.completion_logprobs(state, o.token_ids, o.logprobs, top,
+                                               offsets.get(idx, 0))
+                offsets[idx] = offsets.get(idx, 0) + len(o.text)
+                extra = {"steering": steering.applied} if first else {}
+                first = False
+                choice = {"index": idx, "text": o.text, "logprobs": lp,
+                          "finish_reason": g.finish(o.finish_reason)}
+                if req.return_token_ids:
+                    choice["token_ids"] = list(o.token_ids)
+                yield chunk([choice], **extra)
+        if include_usage:
+            yield chunk([], usage=g.usage(n_prompt, n_out))
 
-    return sse(events())
+    return sse(ended(events()))

@@ -95,8 +95,10 @@ def test_stream_disconnect_aborts_engine_request(server, steer_vectors):
                     seen.append(line)
                 if seen:
                     break
-            # (no status check here: written while AsyncLLM's output handler could hold the
-            # event loop for a whole generation; server/state.py yield_per_engine_step fixed that)
+            # The server answers other requests while it generates (server/state.py
+            # yield_per_engine_step; test_srv_stream_unit.py tests that part on its own).
+            st = httpx.get(server.base_url + "/api/status", timeout=120).json()
+            assert st["running_requests"] >= 1, st
     # the connection is closed here, long before 32,000 tokens
     st = wait_idle(server)
     assert st["running_requests"] == 0
