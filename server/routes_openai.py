@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Any, AsyncIterator, Optional
+from typing import Any, AsyncGenerator, AsyncIterator, Optional
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -124,10 +124,11 @@ def chunk_maker(obj: str, rid: str, created: int, model: str, include_usage: boo
     return chunk
 
 
-async def ended(events: AsyncIterator[str]) -> AsyncIterator[str]:
+async def ended(events: AsyncGenerator[str, None]) -> AsyncIterator[str]:
     """The stream's tail: an error after the first byte becomes an OpenAI-style error event
     (the status is already 200), and every stream ends with [DONE]. A client that goes away
-    cancels the generator; that is passed on, so the engine request is aborted."""
+    cancels or closes this generator; the inner one is closed at once (not when it is garbage
+    collected), so its source aborts the engine request."""
     try:
         async for event in events:
             yield event
@@ -135,6 +136,8 @@ async def ended(events: AsyncIterator[str]) -> AsyncIterator[str]:
         raise
     except Exception as err:
         yield _stream_error(err)
+    finally:
+        await events.aclose()
     yield "[DONE]"
 
 

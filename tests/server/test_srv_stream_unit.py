@@ -71,6 +71,29 @@ def test_a_cancelled_stream_closes_its_source_and_sends_nothing_more():
     assert seen == ["a"] and closed == [True]
 
 
+def test_a_closed_stream_closes_its_source_at_once():
+    """sse-starlette may close the response generator instead of cancelling it; the source's
+    clean-up (the engine abort) must run then, not whenever the inner generator is collected."""
+    closed = []
+
+    async def events():
+        try:
+            yield "a"
+            yield "b"
+        finally:
+            closed.append(True)
+
+    async def main():
+        inner = events()                # held here, so garbage collection cannot close it
+        outer = ended(inner)
+        assert await outer.__anext__() == "a"
+        await outer.aclose()
+        assert closed == [True]         # before asyncio.run's own clean-up of generators
+        return inner
+
+    asyncio.run(main())
+
+
 def test_chunks_carry_a_null_usage_until_the_last_when_usage_is_asked_for():
     chunk = chunk_maker("chat.completion.chunk", "chatcmpl-1", 7, "m", include_usage=True)
     assert json.loads(chunk([{"index": 0}]))["usage"] is None
