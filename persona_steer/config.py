@@ -56,6 +56,12 @@ class ExtractionSettings(_Section):
     quality_threshold: int = Field(50, ge=0, le=100)
     seed: int = 0
 
+    @field_validator("use_vllm", mode="before")
+    @classmethod
+    def _yes_no(cls, v: Any) -> Any:
+        # YAML reads a bare yes/no (in the file, --set or an env var) as a boolean
+        return {True: "yes", False: "no"}.get(v, v) if isinstance(v, bool) else v
+
 
 class SafetySettings(_Section):
     layers: LayerSpec = "all"

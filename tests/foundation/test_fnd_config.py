@@ -172,6 +172,19 @@ def test_set_overrides_and_precedence(tmp_path):
     assert d.server.port == 8004 and d.model.name == Settings().model.name
 
 
+def test_yes_and_no_mean_what_they_say_in_every_source(tmp_path, empty_cfg):
+    """YAML reads a bare no/yes as a boolean; use_vllm's choices are the words, so both work."""
+    assert load_config(empty_cfg, overrides=["extraction.use_vllm=no"],
+                       environ={}).extraction.use_vllm == "no"
+    assert load_config(empty_cfg, environ={"PERSONA_STEER_EXTRACTION__USE_VLLM": "yes"}
+                       ).extraction.use_vllm == "yes"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("extraction:\n  use_vllm: no\n")
+    assert load_config(cfg, environ={}).extraction.use_vllm == "no"
+    with pytest.raises(ConfigError, match=r"extraction\.use_vllm"):
+        load_config(empty_cfg, overrides=["extraction.use_vllm=maybe"], environ={})
+
+
 def test_override_without_equals_is_refused(empty_cfg):
     with pytest.raises(ConfigError, match="key=value"):
         load_config(empty_cfg, overrides=["server.port"], environ={})
