@@ -23,13 +23,13 @@ def hf_steering(model, delta: torch.Tensor | None, cap: dict | None = None):
 
         def hook(module, args, output, add=add, capping=capping):
             h = output[0] if isinstance(output, tuple) else output
-            if add is not None:
-                h = h + add.to(h.dtype)
+            if add is not None:                 # vectors live on the CPU; the model may not
+                h = h + add.to(device=h.device, dtype=h.dtype)
             if capping is not None:
                 axis, thresh = capping
-                axis = axis.to(h.dtype)
+                axis = axis.to(device=h.device, dtype=h.dtype)
                 proj = (h * axis).sum(-1, keepdim=True)
-                h = h + torch.relu(thresh - proj) * axis
+                h = h + torch.relu(torch.as_tensor(thresh, device=h.device, dtype=h.dtype) - proj) * axis
             return (h,) + tuple(output[1:]) if isinstance(output, tuple) else h
 
         handles.append(layer.register_forward_hook(hook))
@@ -43,7 +43,7 @@ def hf_steering(model, delta: torch.Tensor | None, cap: dict | None = None):
 @torch.no_grad()
 def prompt_logprobs(model, token_ids: list[int]) -> list[float]:
     """Log-probability of each prompt token given the ones before it (positions 1..n-1)."""
-    ids = torch.tensor([token_ids])
+    ids = torch.tensor([token_ids], device=next(model.parameters()).device)
     logits = model(input_ids=ids).logits[0].float()
     lp = torch.log_softmax(logits, dim=-1)
     return [float(lp[t, token_ids[t + 1]]) for t in range(len(token_ids) - 1)]
