@@ -6,6 +6,7 @@ CLI overrides are dotted `key=value` pairs (e.g. `server.port=9000`).
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 import re
@@ -268,6 +269,9 @@ def set_value(path: str | os.PathLike | None, dotted: str, raw_value: str) -> Se
     check = read_yaml(cfg_path)
     _set_dotted(check, dotted, value)
     settings = validate_data(check, base_dir=cfg_path.resolve().parent)  # raises ConfigError
+    validated = functools.reduce(getattr, dotted.split("."), settings)
+    if isinstance(validated, str) and not isinstance(value, str):
+        value = validated           # write `use_vllm: no` as the word, not YAML's boolean
 
     rt = YAML()
     rt.preserve_quotes = True

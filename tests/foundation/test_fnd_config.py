@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 
@@ -243,7 +244,9 @@ def test_config_set_keeps_comments_and_stays_valid(repo_cfg_copy):
     set_value(repo_cfg_copy, "steering.layers", "[10, 12]")
     set_value(repo_cfg_copy, "steering.safety.percentile", "30")
     set_value(repo_cfg_copy, "server.api_key", "s3cret")
+    set_value(repo_cfg_copy, "extraction.use_vllm", "no")
     after = repo_cfg_copy.read_text()
+    assert re.search(r"^  use_vllm: no\b", after, re.M)    # the word, as the comment lists it
     assert _comments(after) == _comments(before)
     data = yaml.safe_load(after)
     assert data["server"]["port"] == 9001
@@ -251,6 +254,7 @@ def test_config_set_keeps_comments_and_stays_valid(repo_cfg_copy):
     assert "layers: [10, 12]" in after             # lists stay on one line
     s = load_config(repo_cfg_copy, environ={})
     assert (s.server.port, s.steering.safety.percentile, s.server.api_key) == (9001, 30, "s3cret")
+    assert s.extraction.use_vllm == "no"
     # nothing else changed
     assert s.model.name == "builtin:toy-persona" and s.extraction.num_questions == 40
     assert stat.S_IMODE(repo_cfg_copy.stat().st_mode) == 0o644   # mode kept by the atomic write
