@@ -95,10 +95,8 @@ def test_stream_disconnect_aborts_engine_request(server, steer_vectors):
                     seen.append(line)
                 if seen:
                     break
-            # The server answers other requests while it generates (server/state.py
-            # yield_per_engine_step; test_srv_stream_unit.py tests that part on its own).
-            st = httpx.get(server.base_url + "/api/status", timeout=120).json()
-            assert st["running_requests"] >= 1, st
+            # (No status poll here: whether it is answered before the generation ends is a
+            # matter of timing; test_srv_stream_unit.py tests the per-step yield directly.)
     # the connection is closed here, long before 32,000 tokens
     st = wait_idle(server)
     assert st["running_requests"] == 0
