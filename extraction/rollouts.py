@@ -212,8 +212,10 @@ class OpenAIBackend(RolloutBackend):
         return r.json()
 
     def _one(self, prompt: list[int], max_new_tokens: int, temperature: float, seed: int) -> list[int]:
+        # A per-request seed makes the rollouts, and so the vectors, independent of how the
+        # server batches them (the server schedules prompts whole on CPU, where that matters).
         body = {"model": self.model, "prompt": list(prompt), "max_tokens": max_new_tokens,
-                "temperature": temperature, "return_token_ids": True,
+                "temperature": temperature, "seed": seed, "return_token_ids": True,
                 "skip_special_tokens": False}
         choice = self._post("completions", body)["choices"][0]
         if choice.get("token_ids") is not None:
