@@ -32,6 +32,20 @@ def test_trait_through_server(server, tmp_path):
     assert r.json()["choices"][0]["token_ids"] == sample["response_ids"]
 
 
+def test_sampled_rollouts_through_server_are_reproducible(server, tmp_path):
+    """Each rollout carries its own seed, so the same sampled job on an empty cache gives the
+    same vector however the server batches the rollouts (without seeds they follow the
+    engine's random state, which other requests move)."""
+    hashes = []
+    for run in ("a", "b"):
+        s = ext_settings(tmp_path / run, **{"model.name": server.model_id,
+                                            "extraction.temperature": 1.0})
+        vec = run_trait_job(s, "gloomy", "cheerful", rollout_backend="openai",
+                            base_url=server.base_url + "/v1")
+        hashes.append(vec.content_hash())
+    assert hashes[0] == hashes[1]
+
+
 def test_description_through_server_fails_clearly(server, tmp_path):
     s = ext_settings(tmp_path, **{"model.name": server.model_id})
     with pytest.raises(ExtractionError, match="^the model did not write 5 usable system prompts "
