@@ -127,7 +127,7 @@ def main() -> int:
         report["4bit_gpu_vs_cpu"] = compare(vec["gpu_4bit"], vec["cpu_4bit"])
     report["hf_reference"] = reference_check()
     Path(args.out).write_text(json.dumps(report, indent=1))
-    print(json.dumps({k: v for k, v in report.items()}, indent=1))
+    print(json.dumps(report, indent=1))
     ok = all(report[t].get("ok") for t, *_ in runs)
     return 0 if ok else 1
 
