@@ -1,4 +1,4 @@
-"""Extraction commands: init, extract-axes, create, trait, info (offline batch jobs, run locally)."""
+"""Extraction commands: init, extract-axes, create, trait, equalize, info (offline, run locally)."""
 from __future__ import annotations
 
 import argparse
@@ -95,6 +95,21 @@ def _trait(args) -> int:
     vec = _run(run_trait_job, settings, args.word, args.opposite, name=args.name,
                **_job_opts(args))
     print(_summary(vec))
+    return 0
+
+
+def _equalize(args) -> int:
+    from extraction.equalize import equalize_norms
+    from persona_steer.store import VectorStore
+    from persona_steer.vector_format import validate_name
+    settings = _settings(args)
+    for name in args.names:
+        validate_name(name)
+    done = _run(equalize_norms, VectorStore(settings.path("vectors")), args.names, kind=args.kind)
+    layers = list(done[0].scales)
+    print(f"{args.kind}s rescaled to their mean norm at layers {layers} (factor per layer):")
+    for e in done:
+        print(f"  {e.name:20s} " + " ".join(f"{f:.3f}" for f in e.scales.values()))
     return 0
 
 
@@ -226,6 +241,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="vector name (default: the word)")
     _job_flags(p)
     p.set_defaults(func=_trait)
+
+    p = sub.add_parser("equalize", help="rescale personas (or traits) so each has the set's mean "
+                                        "norm at every layer: one strength, the same push for each")
+    p.add_argument("names", nargs="+", metavar="NAME", help="two or more vectors of one kind")
+    p.add_argument("--kind", choices=["persona", "trait"], default="persona")
+    p.set_defaults(func=_equalize)
 
     p = sub.add_parser("info", help="show a vector's metadata, per-layer separation and norms")
     p.add_argument("name")

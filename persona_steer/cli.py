@@ -2,7 +2,7 @@
 
 Each area registers its own subcommands (small modules, one job each):
   persona_steer.cli_core   config show|set, import, build-test-model
-  extraction.cli           init, extract-axes, create, trait, info
+  extraction.cli           init, extract-axes, create, trait, equalize, info
   server.cli               serve
   clients.cli              list, load, unload, delete, clear-personas, generate, chat, status
   extraction.toy_cli       toy train|eval
