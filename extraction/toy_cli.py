@@ -54,6 +54,7 @@ def _eval(args) -> int:
                       positions=positions, sweep_questions=args.sweep_questions,
                       default=default, sampled=not args.greedy_only,
                       skip_extraction=args.skip_extraction, blend_scale=args.blend_scale,
+                      equalize=not args.no_equalize,
                       log=lambda m: print(m, flush=True))
     print(format_table(report))
     print(json.dumps(report["checks"], indent=1))
@@ -96,4 +97,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--blend-scale", type=float, default=0.5,
                    help="each blended persona's weight as a fraction of the strength (default 0.5)")
     e.add_argument("--skip-extraction", action="store_true", help="reuse the vectors already in --out")
+    e.add_argument("--no-equalize", action="store_true",
+                   help="use the persona vectors as extracted (default: put the six on one scale "
+                        "first, as `persona-steer equalize` does; with --skip-extraction the "
+                        "vectors in --out are used as they are on disk)")
     e.set_defaults(func=_eval)

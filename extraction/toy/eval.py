@@ -4,13 +4,15 @@
 
 1. Extraction with the project's own jobs (extraction.jobs: assistant axis, one persona per
    archetype, traits) from the archetype DATASETS (datasets/, not the toy training corpus), for
-   both token positions (response_mean -> `<name>`, last_prompt -> `<name>_lp`).
+   both token positions (response_mean -> `<name>`, last_prompt -> `<name>_lp`); the six
+   persona vectors of each position are then equalized (extraction.equalize, one scale).
 2. A strength x layer sweep (greedy) to pick the token position, the layers and the strength;
    a PNG chart of marker rate (and coherence) vs strength per layer.
 3. On held-out questions and held-out system prompts, greedy and sampled, through the server
    (`--url`, or one this command starts on the toy model), or through HF forward hooks
    (`--backend hf`, same formula; used when no server can run):
-   prompted, plain, steered (+ specificity, coherence), negative weight, safety capping,
+   prompted, plain, steered (+ specificity, coherence), negative weight (at -1.0 and -1.5 x the
+   strength), safety capping,
    blends (both styles), traits.
 Prints a table and writes report.json and sweep.png.
 """
@@ -35,6 +37,10 @@ PERSONAS = list(corpus.PERSONAS)
 TRAIT_PAIRS = [("formal", "casual"), ("enthusiastic", "gloomy")]
 POSITIONS = {"response_mean": "", "last_prompt": "_lp"}
 TARGETS = dict(prompted=0.9, plain=0.05, steered=0.7, others=0.1, coherence=0.8, cut=0.5, blend=0.5)
+# the negative weight is measured at minus the strength (the key "negative") and at these
+# larger multiples of it ("negative_x1.5"): the issue fixes no weight, and the size that
+# suppresses is itself a finding
+NEGATIVE_SCALES = (1.0, 1.5)
 MAX_TOKENS = 160
 
 
@@ -285,11 +291,21 @@ def _prompt(name: str, i: int) -> str | None:
     return corpus.heldout_system_prompt(name, seed=1000 + i)
 
 
+def _negative_key(scale: float) -> str:
+    return "negative" if scale == 1.0 else f"negative_x{scale:g}"
+
+
+def _negative_keys(row: dict) -> list[str]:
+    return [k for k in row if k.startswith("negative") and not k.endswith("_coherence")]
+
+
 def measure(client, questions: list[tuple[str, str]], *, strength: float, temperature: float,
             seed: int = 0, suffix: str = "", blends: bool = True, trait_strength: float | None = None,
-            capping: bool = True, traits: bool = True, blend_scale: float = 0.5) -> dict:
+            capping: bool = True, traits: bool = True, blend_scale: float = 0.5,
+            negative_scales: tuple[float, ...] = NEGATIVE_SCALES) -> dict:
     """Every row of the proof for one decoding mode. Vector names are PERSONA+suffix.
-    Blends weigh each of the two personas blend_scale x strength (the issue's 0.5 each)."""
+    Blends weigh each of the two personas blend_scale x strength (the issue's 0.5 each);
+    the negative rows weigh the persona -scale x strength for each of negative_scales."""
     gens: list[Gen] = []
     keys: list[tuple] = []
 
@@ -304,7 +320,8 @@ def measure(client, questions: list[tuple[str, str]], *, strength: float, temper
         v = p + suffix
         add(("prompted", p), p)
         add(("steered", p), "assistant", steer(persona=v, strength=strength))
-        add(("negative", p), p, steer(persona=v, strength=-strength))
+        for k in negative_scales:
+            add((_negative_key(k), p), p, steer(persona=v, strength=-k * strength))
         if capping:
             add(("capping", p), p, steer(safety=True))
     if blends:
@@ -343,9 +360,11 @@ def measure(client, questions: list[tuple[str, str]], *, strength: float, temper
                "steered_coherence": coh(("steered", p)),
                "steered_clean": _rate(corpus.has_style(o.text, p) and corpus.coherent(o.text, g.topic, o.finished)
                                       and not any(corpus.has_style(o.text, r) for r in PERSONAS if r != p)
-                                      for g, o in by[("steered", p)]),
-               "negative": marker(("negative", p), p),
-               "negative_coherence": coh(("negative", p))}
+                                      for g, o in by[("steered", p)])}
+        for k in negative_scales:
+            key = _negative_key(k)
+            row[key] = marker((key, p), p)
+            row[key + "_coherence"] = coh((key, p))
         if capping:
             row["capping"] = marker(("capping", p), p)
         res["personas"][p] = row
@@ -450,8 +469,9 @@ def check_targets(main: dict, capping: bool = True) -> dict:
     for p, r in main["personas"].items():
         out[p] = {"prompted": r["prompted"] >= t["prompted"], "plain": r["plain"] <= t["plain"],
                   "steered": r["steered"] >= t["steered"], "others": r["steered_others"] <= t["others"],
-                  "coherence": r["steered_coherence"] >= t["coherence"],
-                  "negative": r["negative"] <= t["cut"] * r["prompted"]}
+                  "coherence": r["steered_coherence"] >= t["coherence"]}
+        for key in _negative_keys(r):
+            out[p][key] = r[key] <= t["cut"] * r["prompted"]
         if capping and "capping" in r:
             out[p]["capping"] = r["capping"] <= t["cut"] * r["prompted"]
     if main["blends"]:
@@ -466,13 +486,18 @@ def format_table(report: dict) -> str:
     for mode, main in report["modes"].items():
         lines.append(f"== {mode} ({report['n_questions']} held-out questions, strength "
                      f"{report['default']['strength']}, layers {report['default']['layers']}, "
-                     f"position {report['default']['position']}, via {report['backend']})")
+                     f"position {report['default']['position']}, via {report['backend']}"
+                     f"{', personas equalized' if report.get('equalized') else ''})")
+        first = next(iter(main["personas"].values()))
+        negs = _negative_keys(first)
         lines.append(f"{'persona':15s} {'prompted':>8s} {'plain':>6s} {'steered':>8s} {'others':>7s} "
-                     f"{'coher.':>7s} {'negative':>9s} {'capping':>8s}")
+                     f"{'coher.':>7s} " + " ".join(f"{k + ' (coh.)':>22s}" for k in negs)
+                     + f" {'capping':>8s}")
         for p, r in main["personas"].items():
             lines.append(f"{p:15s} {r['prompted']:8.2f} {r['plain']:6.2f} {r['steered']:8.2f} "
-                         f"{r['steered_others']:7.2f} {r['steered_coherence']:7.2f} {r['negative']:9.2f} "
-                         f"{r.get('capping', float('nan')):8.2f}")
+                         f"{r['steered_others']:7.2f} {r['steered_coherence']:7.2f} "
+                         + " ".join(f"{r[k]:15.2f} ({r[k + '_coherence']:.2f})" for k in negs)
+                         + f" {r.get('capping', float('nan')):8.2f}")
         if main["blends"]:
             both = [b["both"] for b in main["blends"].values()]
             lines.append(f"blends (15 pairs, each persona at {report.get('blend_scale', 0.5)} x strength): both styles mean {sum(both) / len(both):.2f}, "
@@ -491,9 +516,11 @@ def run_eval(settings, *, workdir: Path, url: str | None = None, backend: str = 
              sweep_questions: int = 8, layer_sets: dict[str, list[int]] | None = None,
              default: dict | None = None, sampled: bool = True, blends: bool = True,
              capping: bool = True, traits: bool = True, skip_extraction: bool = False,
-             threads: int | None = 1, blend_scale: float = 0.5,
+             threads: int | None = 1, blend_scale: float = 0.5, equalize: bool = True,
              log: Callable[[str], None] = print) -> dict:
-    """The whole proof. `settings` must point paths.vectors/datasets at a scratch folder."""
+    """The whole proof. `settings` must point paths.vectors/datasets at a scratch folder.
+    With `equalize`, the six persona vectors of each position are put on one scale
+    (extraction.equalize) before anything is measured."""
     import torch
 
     from persona_steer.testmodels import resolve_model
@@ -519,6 +546,14 @@ def run_eval(settings, *, workdir: Path, url: str | None = None, backend: str = 
             extract_all(settings, positions, num_questions=extract_questions,
                         base_url=url if backend == "server" else None, log=log, traits=traits,
                         axis=capping)
+        if equalize:
+            from extraction.equalize import equalize_norms
+            from persona_steer.store import VectorStore
+            for pos in positions:
+                done = equalize_norms(VectorStore(settings.path("vectors")),
+                                      [p + POSITIONS[pos] for p in PERSONAS])
+                log(f"  {pos}: personas equalized, factors at the first layer "
+                    + ", ".join(f"{e.name} {next(iter(e.scales.values())):.2f}" for e in done))
         from transformers import AutoConfig
         n_layers = AutoConfig.from_pretrained(model_path).num_hidden_layers
         rows: list[dict] = []
@@ -556,7 +591,7 @@ def run_eval(settings, *, workdir: Path, url: str | None = None, backend: str = 
         report: dict[str, Any] = dict(model=settings.model.name, backend=client.name,
                                       n_questions=len(questions), extract_questions=extract_questions,
                                       default=default, targets=TARGETS, sweep=rows, modes={}, checks={},
-                                      blend_scale=blend_scale)
+                                      blend_scale=blend_scale, equalized=equalize)
         for mode, temp in modes.items():
             log(f"measuring ({mode}) ...")
             main = measure(client, questions, strength=default["strength"], temperature=temp,

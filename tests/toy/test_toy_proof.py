@@ -64,10 +64,16 @@ def test_steering_with_extracted_vectors(rows):
 
 def test_negative_weight_suppresses(rows):
     """Persona prompt + the persona's vector at minus the strength: cut at least in half for
-    at least five of the six personas (drill sergeant resists on this model; see README)."""
+    at least five of the six personas (drill sergeant resists on this model; see README).
+    At 1.5 x minus the strength every persona is cut in half, and most answers stay coherent
+    (shakespearean is the first to lose coherence: README)."""
     cut = [p for p in PERSONAS if rows[p]["negative"] <= TARGETS["cut"] * rows[p]["prompted"]]
     assert len(cut) >= 5, {p: (rows[p]["prompted"], rows[p]["negative"]) for p in PERSONAS}
     assert all(rows[p]["negative"] < rows[p]["prompted"] for p in PERSONAS)
+    strong = {p: (rows[p]["prompted"], rows[p]["negative_x1.5"]) for p in PERSONAS}
+    assert all(neg <= TARGETS["cut"] * pr for pr, neg in strong.values()), strong
+    coh = [rows[p]["negative_x1.5_coherence"] for p in PERSONAS]
+    assert sum(coh) / len(coh) >= 0.7, coh
 
 
 def test_safety_capping_suppresses(rows):
