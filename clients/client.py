@@ -364,6 +364,11 @@ class PersonaSteerClient(_Base):
         params = {k: v for k, v in (("layer", layer), ("kind", kind)) if v is not None}
         return self._json("GET", "/api/vectors/similarity", params=params)
 
+    def equalize(self, names: Sequence[str], kind: str = "persona") -> dict:
+        """Rescale the named vectors on the server so each has the set's mean norm per layer;
+        returns {"kind", "names", "factors": {name: {layer: factor}}}."""
+        return self._json("POST", "/api/vectors/equalize", json={"names": list(names), "kind": kind})
+
     # --- personas / traits ---------------------------------------------------------------
     def list_vectors(self, kind: str) -> list[dict]:
         data = self._json("GET", f"/api/{_KIND_PATH.get(kind, kind)}")
@@ -522,7 +527,9 @@ class PersonaSteerClient(_Base):
 
 
 class AsyncPersonaSteerClient(_Base):
-    """asyncio client with the same methods as PersonaSteerClient (awaitable / async iterators)."""
+    """asyncio client with PersonaSteerClient's methods (awaitable / async iterators), except the
+    sync conveniences chat_text, list_personas/list_traits, similarity, jobs, job_events and
+    wait_job."""
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None,
                  timeout: float | httpx.Timeout | None = None):
@@ -581,6 +588,10 @@ class AsyncPersonaSteerClient(_Base):
     async def set_steering_scale(self, scale: float) -> dict:
         return await self._json("POST", "/api/steering-scale",
                                 json={"scale": _check_weight("scale", scale)})
+
+    async def equalize(self, names: Sequence[str], kind: str = "persona") -> dict:
+        return await self._json("POST", "/api/vectors/equalize",
+                                json={"names": list(names), "kind": kind})
 
     async def list_vectors(self, kind: str) -> list[dict]:
         data = await self._json("GET", f"/api/{_KIND_PATH.get(kind, kind)}")

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 
 from extraction.pipeline import ExtractionInputError
-from persona_steer.store import VectorNotFound, VectorStore
+from persona_steer.store import VectorStore
 from persona_steer.vector_format import SteeringVector
 
 # metadata keys that SteeringVector.build sets itself
@@ -28,16 +28,12 @@ class Equalized:
 def equalize_norms(store: VectorStore, names: list[str], kind: str = "persona") -> list[Equalized]:
     """Rescale the named vectors in place (each file written atomically) so that at every layer
     each has the group's mean norm. All vectors must share the model, hidden size and layers.
-    Running it again on the same set changes nothing (every factor is 1)."""
+    Running it again on the same set changes nothing (every factor is 1). Raises
+    ExtractionInputError for a bad set, VectorNotFound for a missing name; either writes nothing."""
     names = list(dict.fromkeys(names))            # keep order, drop repeats
     if len(names) < 2:
         raise ExtractionInputError("equalizing needs at least two vectors")
-    vecs: list[SteeringVector] = []
-    for name in names:
-        try:
-            vecs.append(store.load(kind, name))
-        except VectorNotFound as err:
-            raise ExtractionInputError(str(err)) from None
+    vecs = [store.load(kind, name) for name in names]      # VectorNotFound names the missing one
     first = vecs[0]
     for v in vecs[1:]:
         if v.layers.tolist() != first.layers.tolist():

@@ -1,7 +1,7 @@
 """The original system's REST API plus operations endpoints.
 
 /health /metrics /api/status, personas and traits CRUD (+ load/unload, vector upload and
-download), /api/vectors/similarity, /api/chat, /api/steering-scale, WS /ws/chat.
+download), /api/vectors/similarity, /api/vectors/equalize, /api/chat, /api/steering-scale, WS /ws/chat.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from persona_steer.vector_format import SteeringVector, VectorFormatError, valid
 from server import generation as g
 from server.errors import APIError, error_body, to_api_error
 from server.routes_openai import get_state, ready_state
-from server.schemas import ScaleRequest, SimpleChatRequest
+from server.schemas import EqualizeRequest, ScaleRequest, SimpleChatRequest
 from server.state import ServerState
 
 log = logging.getLogger("persona_steer.server")
@@ -222,6 +222,23 @@ async def similarity(request: Request, layer: int | None = Query(None, ge=0),
         m = m / m.norm(dim=1, keepdim=True).clamp_min(1e-12)
         matrix = [[round(float(x), 6) for x in r] for r in (m @ m.T)]
     return {"kind": kind, "layer": layer, "names": names, "matrix": matrix, "missing": missing}
+
+
+@router.post("/api/vectors/equalize")
+async def equalize(body: EqualizeRequest, request: Request):
+    """Put a set of personas (or traits) on one scale: at every layer each gets the set's mean
+    norm (extraction.equalize). Files are rewritten atomically; requests pick the new vectors
+    up by content hash."""
+    from extraction.equalize import equalize_norms
+    from extraction.pipeline import ExtractionInputError
+    state = get_state(request)
+    names = [_name(n) for n in body.names]
+    try:
+        done = await asyncio.to_thread(equalize_norms, state.store, names, body.kind)
+    except ExtractionInputError as err:
+        raise APIError(400, str(err), param="names", code="invalid_request") from None
+    return {"kind": body.kind, "names": [e.name for e in done],
+            "factors": {e.name: {str(k): v for k, v in e.scales.items()} for e in done}}
 
 
 # --- steering scale -------------------------------------------------------------------------

@@ -155,6 +155,12 @@ class ScaleRequest(BaseModel):
         return v
 
 
+class EqualizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    names: list[str] = Field(min_length=2, max_length=256)
+    kind: Literal["persona", "trait"] = "persona"
+
+
 class PersonaCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

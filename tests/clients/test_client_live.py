@@ -1,5 +1,6 @@
 """clients.client against the live server: sync, async and streaming chat with steering,
-completions, vectors CRUD and transfer, jobs over SSE, and the server's errors as exceptions."""
+completions, vectors CRUD, transfer and equalizing, jobs over SSE, and the server's errors as
+exceptions."""
 from __future__ import annotations
 
 import asyncio
@@ -81,6 +82,32 @@ def test_vector_download_upload_roundtrip(client):
     with pytest.raises(PersonaSteerError) as info:
         client.upload_vector("persona", "bad", b"not a safetensors file")
     assert info.value.status == 400
+
+
+def test_equalize_sync_and_async(client, live):
+    try:
+        client.upload_vector("persona", "eq_one", vector_bytes(client, "persona", "eq_one", seed=1, scale=0.2))
+        client.upload_vector("persona", "eq_two", vector_bytes(client, "persona", "eq_two", seed=2, scale=0.6))
+        out = client.equalize(["eq_one", "eq_two"])
+        assert out["names"] == ["eq_one", "eq_two"]
+        assert all(f > 1.5 for f in out["factors"]["eq_one"].values())
+        one, two = (client.get_vector("persona", n)["norms"] for n in ("eq_one", "eq_two"))
+        assert one == pytest.approx(two, rel=1e-3)
+
+        async def go():
+            async with AsyncPersonaSteerClient(live.url, api_key=live.api_key) as c:
+                again = await c.equalize(["eq_one", "eq_two"])
+                try:
+                    await c.equalize(["eq_one"])
+                except PersonaSteerError as err:
+                    return again, err
+            return again, None
+        again, err = asyncio.run(go())
+        assert all(f == pytest.approx(1.0, abs=1e-3) for fs in again["factors"].values() for f in fs.values())
+        assert err is not None and err.status == 400 and err.param == "names"
+    finally:
+        for name in ("eq_one", "eq_two"):
+            client.delete_vector("persona", name)
 
 
 def test_job_events_and_cancel(client):

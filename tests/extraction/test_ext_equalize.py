@@ -10,7 +10,7 @@ import torch
 from extraction.equalize import equalize_norms
 from extraction.pipeline import ExtractionInputError
 from persona_steer.cli import main
-from persona_steer.store import VectorStore
+from persona_steer.store import VectorNotFound, VectorStore
 from persona_steer.vector_format import SteeringVector
 
 LAYERS = [0, 2]
@@ -68,7 +68,6 @@ def test_running_it_again_changes_nothing(store):
 @pytest.mark.parametrize("setup, names, message", [
     (None, ["a"], "at least two vectors"),
     (None, ["a", "a"], "at least two vectors"),
-    (None, ["a", "nobody"], "nobody"),
     ("layers", ["a", "d"], "equalize vectors extracted at the same layers"),
     ("model", ["a", "d"], "different models"),
     ("zero", ["a", "d"], "all-zero layer row"),
@@ -83,6 +82,13 @@ def test_bad_input_writes_nothing(store, setup, names, message):
     before = _snapshot(store.root)
     with pytest.raises(ExtractionInputError, match=message):
         equalize_norms(store, names)
+    assert _snapshot(store.root) == before
+
+
+def test_missing_vector_is_named_and_nothing_written(store):
+    before = _snapshot(store.root)
+    with pytest.raises(VectorNotFound, match="unknown persona 'nobody'"):
+        equalize_norms(store, ["a", "nobody"])
     assert _snapshot(store.root) == before
 
 

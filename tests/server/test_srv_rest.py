@@ -1,4 +1,4 @@
-"""The REST API (personas/traits CRUD, load/unload, upload/download, similarity, status,
+"""The REST API (personas/traits CRUD, load/unload, upload/download, similarity, equalize, status,
 steering scale, /api/chat), curl SSE framing and the WebSocket chat."""
 from __future__ import annotations
 
@@ -112,6 +112,47 @@ def test_similarity_matrix(http):
     r0 = http.get("/api/vectors/similarity", params={"layer": 0}).json()
     assert "alpha" in r0["names"] and "beta" in r0["missing"]
     assert http.get("/api/vectors/similarity", params={"layer": 99}).status_code == 400
+
+
+def test_equalize_rescales_on_the_server_and_generation_follows(http, server):
+    """POST /api/vectors/equalize: both personas get the mean norm per layer, the next request
+    steers with the rewritten file, and bad sets are OpenAI-style errors that change nothing."""
+    small = make_vector("persona", "eq-small", server.model_id, [1, 2], seed=5, norm=2.0)
+    large = make_vector("persona", "eq-large", server.model_id, [1, 2], seed=6, norm=8.0)
+    # what equalizing must make of eq-small: the same direction at norm 5, uploaded separately
+    ref = make_vector("persona", "eq-ref", server.model_id, [1, 2], seed=5, norm=5.0)
+    odd = make_vector("persona", "eq-odd", server.model_id, [0, 1], seed=7)
+    try:
+        for v in (small, large, ref, odd):
+            assert http.put(f"/api/personas/{v.name}/vector", content=v.to_bytes()).status_code == 201
+        before = greedy(http, n=8, persona="eq-small")
+        r = http.post("/api/vectors/equalize", json={"names": ["eq-small", "eq-large"]})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["kind"] == "persona" and body["names"] == ["eq-small", "eq-large"]
+        assert body["factors"]["eq-small"]["1"] == pytest.approx(2.5, rel=1e-3)
+        assert body["factors"]["eq-large"]["2"] == pytest.approx(0.625, rel=1e-3)
+        for name in ("eq-small", "eq-large"):
+            norms = http.get(f"/api/personas/{name}").json()["norms"]
+            assert [round(n, 3) for n in norms] == [5.0, 5.0], norms
+        after = greedy(http, n=8, persona="eq-small")
+        assert after == greedy(http, n=8, persona="eq-ref")
+        assert after != before
+        hashes = {n: http.get(f"/api/personas/{n}").json()["content_hash"] for n in ("eq-small", "eq-large")}
+        for bad, status, needle in (
+                ({"names": ["eq-small"]}, 400, "names"),
+                ({"names": ["eq-small", "../x"]}, 400, "invalid name '../x'"),
+                ({"names": ["eq-small", "nobody"]}, 404, "unknown persona 'nobody'"),
+                ({"names": ["eq-small", "eq-odd"]}, 400, "same layers"),
+                ({"names": ["eq-small", "eq-large"], "kind": "axis"}, 400, "kind")):
+            r = http.post("/api/vectors/equalize", json=bad)
+            assert r.status_code == status, (bad, r.text)
+            assert needle in r.json()["error"]["message"], r.json()
+        assert hashes == {n: http.get(f"/api/personas/{n}").json()["content_hash"]
+                          for n in ("eq-small", "eq-large")}
+    finally:
+        for name in ("eq-small", "eq-large", "eq-ref", "eq-odd"):
+            http.delete(f"/api/personas/{name}")
 
 
 def test_steering_scale_changes_output_and_is_echoed(http):
