@@ -1,7 +1,8 @@
 """The original system's REST API plus operations endpoints.
 
 /health /metrics /api/status, personas and traits CRUD (+ load/unload, vector upload and
-download), /api/vectors/similarity, /api/vectors/equalize, /api/chat, /api/steering-scale, WS /ws/chat.
+download), /api/vectors/similarity, /api/vectors/equalize, /api/chat, /api/steering-scale,
+WS /ws/chat.
 """
 from __future__ import annotations
 
