@@ -54,7 +54,18 @@ upload()      { # store the downloaded file under a new name (PUT the raw safete
   c -X PUT --data-binary "@/tmp/$PERSONA.safetensors" -H "Content-Type: application/octet-stream" \
     "$URL/api/personas/${PERSONA}_copy/vector"
 }
-delete_copy() { c -X DELETE "$URL/api/personas/${PERSONA}_copy"; }
+upload_second() { # a second copy, so that the tour has a set to equalize without touching yours
+  c -X PUT --data-binary "@/tmp/$PERSONA.safetensors" -H "Content-Type: application/octet-stream" \
+    "$URL/api/personas/${PERSONA}_copy2/vector"
+}
+equalize()    { # one scale for a set of personas: EQUALIZE="pirate robot" (default: the tour's two
+                # copies, so every factor is 1)
+  local names
+  names=$(printf '"%s",' ${EQUALIZE:-${PERSONA}_copy ${PERSONA}_copy2})
+  c "${J[@]}" "$URL/api/vectors/equalize" -d '{"names": ['"${names%,}"'], "kind": "persona"}'
+}
+delete_copy() { c -X DELETE "$URL/api/personas/${PERSONA}_copy"
+                curl -sS "${AUTH[@]}" -o /dev/null -X DELETE "$URL/api/personas/${PERSONA}_copy2"; }
 similarity()  { c "$URL/api/vectors/similarity?layer=1"; }
 scale()       { c "$URL/api/steering-scale"; c "${J[@]}" "$URL/api/steering-scale" -d '{"scale": 1.0}'; }
 create_trait() {  # starts a job; follow it with job / job_events (JOB=<id>)
@@ -79,7 +90,7 @@ else
   # The default tour (read-only apart from a copy that is deleted again; no jobs started).
   health; status; models; personas; traits
   [ -n "$PERSONA" ] && { persona; chat_persona_model; completions; api_chat; unload; load;
-                         download; upload; delete_copy; similarity; }
+                         download; upload; upload_second; equalize; delete_copy; similarity; }
   [ -n "$PERSONA" ] && [ -n "$TRAIT" ] && { chat; chat_stream; }
   scale; error_example
 fi

@@ -31,14 +31,17 @@ def test_default_tour_runs_every_example(live, client):
     for path in ("/health", "/api/status", "/v1/models", "/api/personas", "/api/traits",
                  "/api/personas/alpha/unload", "/api/personas/alpha/load",
                  "/api/personas/alpha/vector", "/api/personas/alpha_copy/vector",
-                 "/api/vectors/similarity", "/api/steering-scale", "/v1/completions",
+                 "/api/vectors/similarity", "/api/vectors/equalize", "/api/steering-scale",
+                 "/v1/completions",
                  "/api/chat", "/v1/chat/completions"):
         assert path in shown, path
     out = proc.stdout
     assert '"persona:alpha"' in out                            # models list
     assert "data: [DONE]" in out                               # the SSE example streamed
     assert "unknown persona 'no_such_persona'" in out          # the error example
-    assert "alpha_copy" not in [p["name"] for p in client.list_personas()]   # cleaned up
+    assert '"names":["alpha_copy","alpha_copy2"]' in out.replace(" ", "")   # equalized the copies
+    names = [p["name"] for p in client.list_personas()]
+    assert "alpha_copy" not in names and "alpha_copy2" not in names        # cleaned up
     assert "alpha" in client.status()["loaded"]["personas"]
 
 
