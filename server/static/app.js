@@ -599,6 +599,20 @@ async function showInfo(kind, name) {
   $("info-dialog").showModal();
 }
 
+async function equalizePersonas(ev) {
+  ev.preventDefault();
+  const names = $("equalize-names").value.split(",").map(n => n.trim()).filter(Boolean);
+  const out = $("equalize-result");
+  out.textContent = "";
+  let data;
+  try { data = await api("POST", "/api/vectors/equalize", { names, kind: "persona" }); }
+  catch (e) { showError(e); return; }
+  clearError();
+  out.textContent = "factors per layer: " + data.names.map(n =>
+    `${n} ${Object.values(data.factors[n]).map(f => Number(f).toFixed(2)).join("/")}`).join(", ");
+  await refreshVectors();
+}
+
 function heatColor(v) {
   const t = Math.max(-1, Math.min(1, v));
   const r = t > 0 ? 255 : Math.round(255 * (1 + t));
@@ -795,6 +809,7 @@ function init() {
   $("persona-form").addEventListener("submit", createPersona);
   $("trait-form").addEventListener("submit", createTrait);
   $("sim-show").addEventListener("click", showSimilarity);
+  $("equalize-form").addEventListener("submit", equalizePersonas);
   $("sim-layer").addEventListener("input", () => { $("sim-layer").dataset.touched = "1"; });
   refreshAll();
   setInterval(() => { if (!document.hidden && !state.controller) refreshStatus().catch(() => {}); }, 15000);
