@@ -1,8 +1,9 @@
-"""`persona-steer toy train` and `persona-steer toy eval`: the small trained persona model."""
+"""`persona-steer toy train|eval|vectors`: the small trained persona model."""
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 from persona_steer.cli import CLIError
@@ -62,11 +63,34 @@ def _eval(args) -> int:
     return 0
 
 
+def _vectors(args) -> int:
+    import torch
+
+    from persona_steer.config import load_config
+    from extraction.toy.demo import build_demo_vectors, demo_dir
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out) if args.out else demo_dir()
+    if out.exists() and any(out.rglob("*.safetensors")) and not args.force:
+        raise CLIError(f"{out} already holds vectors; --force replaces them")
+    settings = load_config(args.config, overrides=args.overrides)
+    staging = out.with_name(out.name + ".building")
+    if staging.exists():
+        shutil.rmtree(staging)
+    written = build_demo_vectors(settings, staging, num_questions=args.questions,
+                                 log_fn=lambda m: print(m, flush=True))
+    if out.exists():                        # swap in whole: no mix of old and new files
+        shutil.rmtree(out)
+    staging.rename(out)
+    print(f"{len(written)} demo vectors in {out}: {', '.join(written)}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from extraction.toy.corpus import CONTINUE_FRAC
 
     p = sub.add_parser("toy", help="train or evaluate the small trained persona model (builtin:toy-persona)")
-    tsub = p.add_subparsers(dest="toy_cmd", metavar="train|eval")
+    tsub = p.add_subparsers(dest="toy_cmd", metavar="train|eval|vectors")
     tsub.required = True
 
     t = tsub.add_parser("train", help="train the toy persona model on CPU (deterministic given --seed)")
@@ -102,3 +126,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "first, as `persona-steer equalize` does; with --skip-extraction the "
                         "vectors in --out are used as they are on disk)")
     e.set_defaults(func=_eval)
+
+    v = tsub.add_parser("vectors", help="rebuild the demo vectors `serve` puts in an empty store "
+                                        "on the toy model (persona_steer/toy_model/vectors)")
+    v.add_argument("--out", help="output folder (default: the shipped one)")
+    v.add_argument("--questions", type=int, default=20, help="dataset questions per prompt")
+    v.add_argument("--threads", type=int, default=1)
+    v.add_argument("--force", action="store_true", help="replace vectors already there")
+    v.set_defaults(func=_vectors)

@@ -5,7 +5,7 @@ Each area registers its own subcommands (small modules, one job each):
   extraction.cli           init, extract-axes, create, trait, equalize, info
   server.cli               serve
   clients.cli              list, load, unload, delete, clear-personas, generate, chat, status
-  extraction.toy_cli       toy train|eval
+  extraction.toy_cli       toy train|eval|vectors
 Errors print one line (`error: ...`) and exit 2; no tracebacks for bad input.
 """
 from __future__ import annotations

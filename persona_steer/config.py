@@ -93,6 +93,9 @@ class ServerSettings(_Section):
     cors_origins: list[str] = ["*"]
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     url: str = Field("", description="where CLI commands find a running server; empty: host:port")
+    demo_vectors: Literal["auto", "off"] = Field(
+        "auto", description="auto: on builtin:toy-persona, fill an empty vector store with the "
+                            "toy model's shipped demo vectors at startup")
 
 
 class PathSettings(_Section):

@@ -98,11 +98,22 @@ class LimitsMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
+def _seed_demo_vectors(state: ServerState) -> None:
+    """A first start on the toy model with an empty store gets its demo personas and traits, so
+    steering works at once (extraction.toy.demo; `server.demo_vectors: off` skips it)."""
+    from extraction.toy.demo import seed_demo_vectors
+    try:
+        seed_demo_vectors(state.settings, state.store)
+    except OSError as err:          # e.g. a read-only store: serve without them
+        log.warning("could not add the toy model's demo vectors to %s: %s", state.store.root, err)
+
+
 def create_app(settings: Settings, *, config_path: Optional[str] = None,
                overrides: Optional[list[str]] = None,
                engine_factory: Optional[Callable[[ServerState], Any]] = None,
                job_backend: Optional[dict] = None) -> FastAPI:
     state = ServerState(settings, config_path=config_path, overrides=list(overrides or []))
+    _seed_demo_vectors(state)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -181,7 +181,8 @@ def _free_port() -> int:
 class ToyServer:
     """`persona-steer --config <workdir>/config.yaml serve` on a loopback port, toy model."""
 
-    def __init__(self, settings, workdir: Path, startup_timeout: float = 600):
+    def __init__(self, settings, workdir: Path, startup_timeout: float = 600,
+                 demo_vectors: str = "off"):
         import httpx
         import yaml
         self.port = _free_port()
@@ -189,7 +190,9 @@ class ToyServer:
                          "max_num_seqs": 64, "max_model_len": 1024, "dtype": "float32",
                          "enforce_eager": settings.model.enforce_eager},
                "steering": settings.steering.model_dump(),
-               "server": {"host": "127.0.0.1", "port": self.port, "api_key": None},
+               # the proof measures its own extraction: no demo vectors unless asked for
+               "server": {"host": "127.0.0.1", "port": self.port, "api_key": None,
+                          "demo_vectors": demo_vectors},
                "paths": {"vectors": str(settings.path("vectors")), "jobs": str(workdir / "jobs"),
                          "datasets": str(settings.path("datasets")), "cache": str(settings.path("cache"))}}
         self.config_path = workdir / "server-config.yaml"

@@ -1,0 +1,103 @@
+"""The toy model's demo vectors: what a first `persona-steer serve` on the toy model shows.
+
+Unit: the shipped files are valid, made for the toy model, equalized; seeding fills only an
+empty store on the toy model. End to end: `persona-steer serve` on the toy model with an empty
+store (as `make serve` on a fresh clone) seeds it, and the seeded personas steer through the
+openai SDK."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from extraction.toy import corpus
+from extraction.toy.demo import DEMO_PERSONAS, DEMO_TRAITS, TOY_MODEL, demo_dir, seed_demo_vectors
+from persona_steer.config import PROJECT_ROOT, load_config
+from persona_steer.store import VectorStore
+from persona_steer.vector_format import SteeringVector
+
+
+def _settings(tmp_path, **over):
+    sets = {"model.name": TOY_MODEL, "paths.vectors": str(tmp_path / "vectors")}
+    sets.update(over)
+    return load_config(PROJECT_ROOT / "config.yaml", overrides=sets, environ={})
+
+
+def test_shipped_demo_vectors_are_valid_and_equalized():
+    store = VectorStore(demo_dir())
+    assert sorted(store.names("persona")) == sorted(DEMO_PERSONAS)
+    assert sorted(store.names("trait")) == sorted(w for w, _ in DEMO_TRAITS)
+    vecs = [store.load("persona", p) for p in DEMO_PERSONAS]
+    for v in vecs:
+        assert v.model == TOY_MODEL and v.layers.tolist() == [0, 1, 2]
+        assert v.metadata["position"] == "response_mean"
+        assert v.meta_json("norm_equalized_with") == list(DEMO_PERSONAS)
+    norms = torch.stack([v.vectors.norm(dim=-1) for v in vecs])      # [personas, layers]
+    assert torch.allclose(norms, norms.mean(0, keepdim=True).expand_as(norms), rtol=1e-4)
+    axis = store.load("axis", "assistant_axis")
+    assert axis.model == TOY_MODEL and axis.layers.tolist() == list(range(6))
+    assert axis.meta_json("projection_stats")
+
+
+def test_seeding_fills_only_an_empty_store_on_the_toy_model(tmp_path):
+    settings = _settings(tmp_path)
+    store = VectorStore(settings.path("vectors"))
+    assert seed_demo_vectors(settings, store) == 9
+    assert sorted(store.names("persona")) == sorted(DEMO_PERSONAS)
+    shipped = VectorStore(demo_dir())
+    assert store.content_hash("persona", "pirate") == shipped.content_hash("persona", "pirate")
+    assert store.exists("axis", "assistant_axis")
+    assert not list(store.root.rglob("*.tmp-seed"))
+    store.delete("persona", "robot")            # a user's change is never undone
+    assert seed_demo_vectors(settings, store) == 0
+    assert not store.exists("persona", "robot")
+
+    other = VectorStore(tmp_path / "other")
+    assert seed_demo_vectors(_settings(tmp_path, **{"model.name": "builtin:tiny"}), other) == 0
+    assert seed_demo_vectors(_settings(tmp_path, **{"server.demo_vectors": "off"}), other) == 0
+    mine = SteeringVector.build("trait", "mine", {0: torch.ones(256)}, model=TOY_MODEL)
+    other.save(mine)
+    assert seed_demo_vectors(_settings(tmp_path), other) == 0     # not empty: left alone
+    assert other.names("persona") == []
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """`persona-steer serve` on the toy model with an empty store and default settings."""
+    from extraction.toy.eval import ToyServer
+    work = tmp_path_factory.mktemp("toy-first-run")
+    settings = load_config(PROJECT_ROOT / "config.yaml", overrides=[
+        f"model.name={TOY_MODEL}", f"paths.vectors={work / 'vectors'}",
+        f"paths.datasets={work / 'datasets'}", f"paths.cache={PROJECT_ROOT / '.cache'}",
+        "model.enforce_eager=true"], environ={})
+    srv = ToyServer(settings, work, demo_vectors="auto")
+    try:
+        yield srv, work
+    finally:
+        srv.stop()
+
+
+@pytest.mark.engine
+def test_first_serve_on_the_toy_model_steers_at_once(first_run):
+    from openai import OpenAI
+    srv, work = first_run
+    assert "added its 9 demo vectors" in (work / "server.log").read_text()
+    client = OpenAI(base_url=srv.url + "/v1", api_key="none")
+    ids = [m.id for m in client.models.list().data]
+    assert {f"persona:{p}" for p in DEMO_PERSONAS} <= set(ids)
+    questions = corpus.eval_questions(4)
+
+    def answers(**steering):
+        out = []
+        for q, _ in questions:
+            r = client.chat.completions.create(
+                model=TOY_MODEL, messages=[{"role": "user", "content": q}], max_tokens=120,
+                temperature=0, extra_body=steering)
+            out.append(r.choices[0].message.content)
+        return out
+
+    plain = answers()
+    assert not any(corpus.styles_in(a, DEMO_PERSONAS) for a in plain), plain
+    for persona in ("pirate", "robot", "excited_puppy"):
+        steered = answers(persona=persona)
+        hits = sum(corpus.has_style(a, persona) for a in steered)
+        assert hits >= 3, (persona, steered)
