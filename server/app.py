@@ -113,11 +113,11 @@ def create_app(settings: Settings, *, config_path: Optional[str] = None,
                engine_factory: Optional[Callable[[ServerState], Any]] = None,
                job_backend: Optional[dict] = None) -> FastAPI:
     state = ServerState(settings, config_path=config_path, overrides=list(overrides or []))
-    _seed_demo_vectors(state)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         loop = asyncio.get_running_loop()
+        _seed_demo_vectors(state)       # on start, not when the app object is built
         start_engine(state, engine_factory)
         # Jobs roll out through this server's own engine (OpenAI API on loopback), so no
         # second engine is ever built; the key is read when each job starts.

@@ -60,6 +60,24 @@ def test_seeding_fills_only_an_empty_store_on_the_toy_model(tmp_path):
     assert other.names("persona") == []
 
 
+def test_seeding_happens_when_the_server_starts_not_when_the_app_is_built(tmp_path):
+    """Building the app (route listings, tests) writes nothing; starting it seeds the store."""
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+
+    def no_engine(state):
+        raise RuntimeError("no engine in this test")
+
+    settings = _settings(tmp_path)
+    store = VectorStore(settings.path("vectors"))
+    app = create_app(settings, engine_factory=no_engine)
+    assert not store.root.exists() or not list(store.root.rglob("*.safetensors"))
+    with TestClient(app) as http:
+        names = [p["name"] for p in http.get("/api/personas").json()["personas"]]
+    assert sorted(names) == sorted(DEMO_PERSONAS)
+
+
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     """`persona-steer serve` on the toy model with an empty store and default settings."""
