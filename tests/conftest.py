@@ -19,6 +19,8 @@ Fixtures
                   personas "alpha" (all layers), "beta" (layers 1,2), "gamma" (layer 2);
                   trait "calm" (layers 1,2). Don't delete or overwrite these; make your own
                   with `make_vector(...)` for tests that change the store.
+  (autouse)       the repository's own vector store (vectors/) is the same after the session
+                  as before it: tests write to temporary stores only.
 Helpers
   make_vector(kind, name, model_id, layers, seed, norm) -> SteeringVector (seeded random rows).
 """
@@ -43,6 +45,22 @@ from persona_steer.vector_format import SteeringVector
 
 TINY_HIDDEN, TINY_LAYERS = 256, 4
 STARTUP_TIMEOUT_S = 420
+
+
+def _store_snapshot(root: Path) -> list[tuple[str, int, int]]:
+    return sorted((str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns)
+                  for f in root.rglob("*") if f.is_file()) if root.exists() else []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repo_store_untouched():
+    """A test that writes into the repository's vectors/ (say, a server started on the repo's
+    config) would leave files a user's `make serve` then serves; fail the session instead."""
+    root = PROJECT_ROOT / "vectors"
+    before = _store_snapshot(root)
+    yield
+    after = _store_snapshot(root)
+    assert after == before, f"tests changed {root}: {sorted(set(after) ^ set(before))[:10]}"
 
 
 def free_port() -> int:
