@@ -289,10 +289,15 @@ def engine_error(err: BaseException) -> APIError:
 
 
 async def merge(gens: list[AsyncIterator[Any]]) -> AsyncIterator[tuple[int, Any]]:
-    """Interleave several async generators: yields (which, item)."""
+    """Interleave several async generators: yields (which, item). Closing this closes them at
+    once (an `async for` left early does not close what it iterates; the garbage collector
+    would, later), so each source aborts its engine request when the client goes away."""
     if len(gens) == 1:
-        async for item in gens[0]:
-            yield 0, item
+        try:
+            async for item in gens[0]:
+                yield 0, item
+        finally:
+            await gens[0].aclose()
         return
     q: asyncio.Queue = asyncio.Queue()
     done = object()
@@ -304,6 +309,7 @@ async def merge(gens: list[AsyncIterator[Any]]) -> AsyncIterator[tuple[int, Any]
         except BaseException as err:  # forwarded to the consumer
             await q.put((i, err))
         finally:
+            await g.aclose()
             await q.put((i, done))
 
     tasks = [asyncio.create_task(pump(i, g)) for i, g in enumerate(gens)]

@@ -10,6 +10,7 @@ import json
 import pytest
 
 from server.errors import APIError
+from server.generation import merge
 from server.routes_openai import chunk_maker, ended
 from server.state import yield_per_engine_step
 
@@ -90,6 +91,33 @@ def test_a_closed_stream_closes_its_source_at_once():
         await outer.aclose()
         assert closed == [True]         # before asyncio.run's own clean-up of generators
         return inner
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_closing_the_merged_outputs_closes_every_source_at_once(n):
+    """merge() is what the stream tail closes; an `async for` left early does not close the
+    generator it iterates, so merge must, or the engine request runs on until collected."""
+    closed = []
+
+    def source(i):
+        async def gen():
+            try:
+                for k in range(100):
+                    yield k
+                    await asyncio.sleep(0)
+            finally:
+                closed.append(i)
+        return gen()
+
+    async def main():
+        sources = [source(i) for i in range(n)]     # held here: no garbage collection
+        merged = merge(sources)
+        assert (await merged.__anext__())[1] == 0
+        await merged.aclose()
+        assert sorted(closed) == list(range(n))
+        return sources
 
     asyncio.run(main())
 
