@@ -9,16 +9,18 @@ capping). They ship in persona_steer/toy_model/vectors/; `persona-steer toy vect
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
 
+from extraction.toy.eval import PERSONAS, TRAIT_PAIRS
+from persona_steer.atomic import atomic_write_bytes
 from persona_steer.store import VectorStore
 
 TOY_MODEL = "builtin:toy-persona"
-DEMO_PERSONAS = ("pirate", "robot", "shakespearean", "valley_girl", "drill_sergeant", "excited_puppy")
-DEMO_TRAITS = (("formal", "casual"), ("enthusiastic", "gloomy"))
+# the same personas and trait pairs the proof measures
+DEMO_PERSONAS = tuple(PERSONAS)
+DEMO_TRAITS = tuple(TRAIT_PAIRS)
 
 log = logging.getLogger("persona_steer.server")
 
@@ -71,12 +73,8 @@ def seed_demo_vectors(settings, store: VectorStore) -> int:
         return 0
     src = demo_dir()
     files = sorted(src.rglob("*.safetensors"))
-    for f in files:
-        dest = store.root / f.relative_to(src)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_suffix(".tmp-seed")
-        shutil.copyfile(f, tmp)
-        tmp.replace(dest)                     # atomic: a reader never sees half a file
+    for f in files:                           # atomic: a reader never sees half a file
+        atomic_write_bytes(store.root / f.relative_to(src), f.read_bytes())
     if files:
         log.info("empty vector store on the toy model: added its %d demo vectors to %s "
                  "(server.demo_vectors: off to skip)", len(files), store.root)

@@ -46,7 +46,7 @@ def test_seeding_fills_only_an_empty_store_on_the_toy_model(tmp_path):
     shipped = VectorStore(demo_dir())
     assert store.content_hash("persona", "pirate") == shipped.content_hash("persona", "pirate")
     assert store.exists("axis", "assistant_axis")
-    assert not list(store.root.rglob("*.tmp-seed"))
+    assert not list(store.root.rglob("*.tmp"))
     store.delete("persona", "robot")            # a user's change is never undone
     assert seed_demo_vectors(settings, store) == 0
     assert not store.exists("persona", "robot")
