@@ -237,32 +237,38 @@ def new_id(prefix: str) -> str:
 
 async def generate(state: ServerState, prompt: dict, params, request_id: str,
                    steered: bool) -> AsyncIterator[Any]:
-    """Engine outputs for one prompt; counts tokens; aborts the engine request on cancel."""
+    """Engine outputs for one prompt; counts tokens; aborts the engine request on cancel.
+
+    A request that ends neither finished nor failed counts as aborted, whatever way the end
+    came: a cancel, a close, or an engine stream that stopped early or ended with an "abort"
+    output (what vLLM gives when the request was aborted by another path, e.g. vLLM's own
+    generator closed before this one)."""
     if state.engine is None:
         raise APIError(503, f"engine not ready ({state.engine_state})", code="engine_not_ready")
     label = "true" if steered else "false"
     state.metrics.prompt_tokens.labels(label).inc(len(prompt["prompt_token_ids"]) * params.n)
     state.in_flight += 1
     state.metrics.running.inc()
-    finished = False
+    finished = failed = False
     try:
         async for out in state.engine.generate(prompt, params, request_id):
             # DELTA outputs carry new tokens only; FINAL_ONLY yields once with all of them.
             state.metrics.completion_tokens.labels(label).inc(
                 sum(len(o.token_ids) for o in out.outputs))
-            finished = out.finished
+            finished = out.finished and not any(o.finish_reason == "abort" for o in out.outputs)
             yield out
-    except (asyncio.CancelledError, GeneratorExit):
-        state.metrics.aborted.inc()
-        raise
     except APIError:
+        failed = True
         raise
     except Exception as err:
+        failed = True
         raise engine_error(err) from None
     finally:
         state.in_flight -= 1
         state.metrics.running.dec()
         if not finished:
+            if not failed:
+                state.metrics.aborted.inc()
             try:
                 await state.engine.abort(request_id)
             except Exception:
