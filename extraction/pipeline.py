@@ -150,6 +150,7 @@ class Cell:
     group: str
     system: str
     questions: list[str]
+    seed_key: str = ""
     rollout_key: str = ""
     act_key: str = ""
 
@@ -159,6 +160,24 @@ def _h(obj: Any) -> str:
 
 
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.gguf", "config.json", "tokenizer.json")
+
+# What else decides a cell's content: the code that renders prompts, seeds and samples rollouts
+# and collects activations, and the libraries doing the numerics. Without this, a cache filled
+# by older code served its cells under the same keys (vectors at cosine 0.99 to a fresh build).
+CELL_CODE = (Path(__file__), Path(__file__).with_name("rollouts.py"))
+CELL_LIBRARIES = ("torch", "transformers", "vllm", "bitsandbytes")
+
+
+def code_fingerprint() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def lib(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+    return _h([hashlib.sha256(f.read_bytes()).hexdigest() for f in CELL_CODE]
+              + [(name, lib(name)) for name in CELL_LIBRARIES])
 
 
 def model_fingerprint(model_path: str | Path) -> str:
@@ -185,6 +204,7 @@ class Extractor:
         self.model_path = resolve_model(self.model_id, settings.path("cache"))
         self.cache = settings.path("cache") / "extraction" / _slug(self.model_id)
         self.model_key = [self.model_id, model_fingerprint(self.model_path)]
+        self.code_key = code_fingerprint()
         from transformers import AutoTokenizer
         self.tok = AutoTokenizer.from_pretrained(self.model_path)
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
@@ -243,9 +263,14 @@ class Extractor:
         for group, prompts in groups.items():
             for system in prompts:
                 c = Cell(group, system, questions)
-                c.rollout_key = _h(["rollout", self.model_key, system, questions, o.max_new_tokens,
-                                    o.temperature, o.seed, o.enable_thinking, o.quality_filter,
-                                    o.quality_threshold if o.quality_filter else None])
+                # What the cell asks for. The sampling seeds come from this alone, not from
+                # where the model's files lie or when they were written: a fresh clone draws
+                # the same samples, and so does a new code version unless its sampling changed.
+                c.seed_key = _h(["rollout", self.model_id, system, questions, o.max_new_tokens,
+                                 o.temperature, o.seed, o.enable_thinking, o.quality_filter,
+                                 o.quality_threshold if o.quality_filter else None])
+                # What made it: the model's files, the backend, the code and libraries.
+                c.rollout_key = _h([c.seed_key, self.model_key, o.rollout_backend, self.code_key])
                 c.act_key = _h(["acts", c.rollout_key, o.quantization, o.dtype])
                 cells.append(c)
         return cells
@@ -282,7 +307,7 @@ class Extractor:
         for c in cells:
             for qi, q in enumerate(c.questions):
                 prompts.append(self.prompt_ids(c.system, q))
-                seeds.append(stable_seed(o.seed, c.rollout_key, qi))
+                seeds.append(stable_seed(o.seed, c.seed_key, qi))
                 owners.append((c, qi))
         try:
             responses = self.backend.generate(prompts, max_new_tokens=o.max_new_tokens,

@@ -23,7 +23,7 @@ def judge_samples(ex, cell, samples: list[dict]) -> list[dict]:
         ids = encode(ex.tok, render_prompt(ex.tok, None, user, ex.opts.enable_thinking))
         try:
             text = ex.backend.generate_json(ids, messages, SCHEMA, max_tokens=16, temperature=0.0,
-                                            seed=stable_seed("judge", cell.rollout_key, i))
+                                            seed=stable_seed("judge", cell.seed_key, i))
             score = int(json.loads(text)["score"])
         except Exception:
             score = 0

@@ -26,11 +26,13 @@ def test_hook_equals_tuple_hidden_states(tiny_model):
         with torch.no_grad():
             hs = model(input_ids=torch.tensor([p + r]), output_hidden_states=True).hidden_states
         assert len(hs) == n_layers + 1
+        # batched (padded) against one sequence alone: float32 sums in another order differ
+        # by up to ~1e-4 on a busy machine (seen once); a wrong layer differs by far more
         for layer in range(n_layers - 1):          # hook at L == hidden_states[L + 1]
             torch.testing.assert_close(acts["response_mean"][i, layer],
-                                       hs[layer + 1][0, len(p):].mean(0), atol=1e-5, rtol=1e-5)
+                                       hs[layer + 1][0, len(p):].mean(0), atol=5e-4, rtol=1e-4)
             torch.testing.assert_close(acts["last_prompt"][i, layer], hs[layer + 1][0, len(p) - 1],
-                                       atol=1e-5, rtol=1e-5)
+                                       atol=5e-4, rtol=1e-4)
         # The last tuple entry is after the final norm; the hook is before it.
         last = acts["last_prompt"][i, n_layers - 1]
         assert not torch.allclose(last, hs[n_layers][0, len(p) - 1], atol=1e-3)
@@ -45,7 +47,7 @@ def test_padding_does_not_change_activations(tiny_model):
     together = collect_means(model, samples, tok.pad_token_id, batch_size=2)
     alone = collect_means(model, samples[1:], tok.pad_token_id, batch_size=1)
     torch.testing.assert_close(together["response_mean"][1], alone["response_mean"][0],
-                               atol=1e-5, rtol=1e-5)
+                               atol=5e-4, rtol=1e-4)
 
 
 def test_token_projections(tiny_model):

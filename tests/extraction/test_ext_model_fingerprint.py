@@ -25,3 +25,53 @@ def test_fingerprint_follows_the_weights(tmp_path):
 
 def test_fingerprint_of_a_hub_id_is_the_id():
     assert model_fingerprint("Qwen/Qwen3-8B") == "Qwen/Qwen3-8B"
+
+
+def test_cells_are_keyed_by_the_code_and_libraries_that_made_them(tmp_path, monkeypatch):
+    """A cache filled by older code must not serve its cells to newer code (it once gave
+    vectors at cosine 0.99 to a fresh build, under the same keys)."""
+    from extraction import pipeline
+    first = pipeline.code_fingerprint()
+    assert pipeline.code_fingerprint() == first                        # stable
+    code = tmp_path / "rollouts.py"
+    code.write_text("# version 1\n")
+    monkeypatch.setattr(pipeline, "CELL_CODE", (code,))
+    one = pipeline.code_fingerprint()
+    code.write_text("# version 2\n")                                   # the rollout code changed
+    assert pipeline.code_fingerprint() != one
+    two = pipeline.code_fingerprint()
+    monkeypatch.setattr(pipeline, "CELL_LIBRARIES", pipeline.CELL_LIBRARIES + ("pytest",))
+    assert pipeline.code_fingerprint() != two                          # another library counts
+
+
+def test_cells_are_keyed_by_the_rollout_backend(tmp_path):
+    """vLLM and HF sample differently from the same seed: their rollouts are different cells."""
+    from persona_steer.config import load_config
+    from extraction.pipeline import Extractor, JobOptions, Reporter
+    settings = load_config(None, overrides=["model.name=builtin:tiny", f"paths.cache={tmp_path}"])
+    keys = {}
+    for backend in ("hf", "vllm"):
+        opts = JobOptions.from_settings(settings, {"rollout_backend": backend})
+        with Extractor(settings, opts, Reporter(None, console=False)) as ex:
+            (cell,) = ex.make_cells({"g": ["You are a pirate."]}, ["Why is the sky blue?"])
+            keys[backend] = (cell.rollout_key, cell.act_key)
+    assert keys["hf"][0] != keys["vllm"][0] and keys["hf"][1] != keys["vllm"][1]
+
+
+def test_sampling_seeds_do_not_depend_on_where_the_model_lies(tmp_path):
+    """A fresh clone (another folder, new file times) must draw the same rollout samples, or
+    the shipped demo vectors could not be rebuilt there; the cache key still tells them apart.
+    Here: one builtin model name, built into two caches (two folders, two sets of file times)."""
+    from persona_steer.config import load_config
+    from extraction.pipeline import Extractor, JobOptions, Reporter
+    keys = []
+    for where in ("a", "b"):
+        settings = load_config(None, overrides=["model.name=builtin:tiny",
+                                                f"paths.cache={tmp_path / where}"])
+        opts = JobOptions.from_settings(settings, {"rollout_backend": "hf"})
+        with Extractor(settings, opts, Reporter(None, console=False)) as ex:
+            (cell,) = ex.make_cells({"g": ["You are a pirate."]}, ["Why is the sky blue?"])
+            keys.append((ex.model_path, cell.seed_key, cell.rollout_key))
+    assert keys[0][0] != keys[1][0]                 # two folders
+    assert keys[0][1] == keys[1][1]                 # same samples
+    assert keys[0][2] != keys[1][2]                 # separate cache entries
