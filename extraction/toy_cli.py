@@ -28,7 +28,7 @@ def _train(args) -> int:
 
 def _eval(args) -> int:
     from persona_steer.config import load_config
-    from extraction.toy.eval import POSITIONS, format_table, run_eval
+    from extraction.toy.eval import POSITIONS, ServerStoreMismatch, format_table, run_eval
 
     work = Path(args.out).resolve()
     # every layer is extracted: the sweep (or --layers) picks the ones the proof steers
@@ -50,13 +50,16 @@ def _eval(args) -> int:
             layers = list(range(n))
         default = dict(position=args.position, layers=args.layers, strength=args.strength,
                        layer_list=layers)
-    report = run_eval(settings, workdir=work, url=args.url, backend=args.backend,
-                      n_questions=args.questions, extract_questions=args.extract_questions,
-                      positions=positions, sweep_questions=args.sweep_questions,
-                      default=default, sampled=not args.greedy_only,
-                      skip_extraction=args.skip_extraction, blend_scale=args.blend_scale,
-                      equalize=not args.no_equalize,
-                      log=lambda m: print(m, flush=True))
+    try:
+        report = run_eval(settings, workdir=work, url=args.url, backend=args.backend,
+                          n_questions=args.questions, extract_questions=args.extract_questions,
+                          positions=positions, sweep_questions=args.sweep_questions,
+                          default=default, sampled=not args.greedy_only,
+                          skip_extraction=args.skip_extraction, blend_scale=args.blend_scale,
+                          equalize=not args.no_equalize,
+                          log=lambda m: print(m, flush=True))
+    except ServerStoreMismatch as err:
+        raise CLIError(str(err)) from None
     print(format_table(report))
     print(json.dumps(report["checks"], indent=1))
     print(f"report: {work / 'report.json'}" + (f", chart: {work / 'sweep.png'}" if report["sweep"] else ""))

@@ -70,6 +70,26 @@ def _messages(g: Gen) -> list[dict]:
     return msgs + [{"role": "user", "content": g.question}]
 
 
+class ServerStoreMismatch(RuntimeError):
+    """--url names a server whose vector store is not this run's."""
+
+
+def check_shared_store(settings, client: "ServerClient") -> None:
+    """Before any work: a probe vector written to this run's folder must be what the server
+    reads under that name (the vectors are then the same files on both sides)."""
+    import torch
+
+    from persona_steer.store import VectorStore
+    from persona_steer.vector_format import SteeringVector
+    store = VectorStore(settings.path("vectors"))
+    name = f"toy-eval-probe-{os.getpid()}"
+    store.save(SteeringVector.build("persona", name, {0: torch.randn(8)}, model=settings.model.name))
+    try:
+        client.check_store(store, "persona", [name], settings.path("vectors"))
+    finally:
+        store.delete("persona", name)
+
+
 class ServerClient:
     """Generates through the project's OpenAI-compatible server (the steering fields at top level)."""
 
@@ -93,6 +113,20 @@ class ServerClient:
             raise RuntimeError(f"server answered HTTP {r.status_code}: {r.text[:300]}")
         ch = r.json()["choices"][0]
         return Out(ch["message"].get("content") or "", ch.get("finish_reason") == "stop")
+
+    def check_store(self, store, kind: str, names: list[str], folder) -> None:
+        """The proof sends vector *names*; they must mean this run's vectors on the server,
+        i.e. the server must use this run's vector folder. Refuse at once if it does not."""
+        collection = kind + "s"
+        for name in names:
+            r = self.http.get(f"{self.base}/api/{collection}/{name}")
+            theirs = r.json().get("content_hash") if r.status_code == 200 else None
+            if theirs != store.content_hash(kind, name):
+                what = "has no" if theirs is None else "has another"
+                raise ServerStoreMismatch(
+                    f"the server at {self.base} {what} {kind} '{name}': it does not use this run's "
+                    f"vector folder {folder}; start it with `--set paths.vectors={folder}`, "
+                    f"or leave --url out and the proof starts its own server")
 
     def run(self, gens: list[Gen]) -> list[Out]:
         with ThreadPoolExecutor(self.concurrency) as pool:
@@ -542,6 +576,8 @@ def run_eval(settings, *, workdir: Path, url: str | None = None, backend: str = 
                 server = ToyServer(settings, workdir)
                 url = server.url
             client = ServerClient(url)
+            if server is None:                  # --url: a server this run did not start
+                check_shared_store(settings, client)
         else:
             client = HFClient(settings, model_path)
         if not skip_extraction:
