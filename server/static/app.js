@@ -278,6 +278,28 @@ async function refreshVectors() {
   state.traits = listFrom(t, "traits").map((e) => (typeof e === "string" ? { name: e } : e));
   renderSteeringControls();
   renderVectorList();
+  renderEqualizePicker();
+}
+
+function renderEqualizePicker() {
+  const box = $("equalize-pick");
+  const ticked = new Set([...box.querySelectorAll("input:checked")].map((i) => i.value));
+  box.querySelectorAll("label, p").forEach((e) => e.remove());
+  if (!state.personas.length) {
+    const p = document.createElement("p");
+    p.className = "muted";
+    p.textContent = "no personas yet";
+    box.append(p);
+  }
+  for (const v of state.personas) {
+    const label = document.createElement("label");
+    const tick = document.createElement("input");
+    tick.type = "checkbox";
+    tick.value = v.name;
+    tick.checked = ticked.has(v.name);
+    label.append(tick, " " + v.name);
+    box.append(label);
+  }
 }
 
 function loadedText(st) {
@@ -601,7 +623,7 @@ async function showInfo(kind, name) {
 
 async function equalizePersonas(ev) {
   ev.preventDefault();
-  const names = $("equalize-names").value.split(",").map(n => n.trim()).filter(Boolean);
+  const names = [...$("equalize-pick").querySelectorAll("input:checked")].map((i) => i.value);
   const out = $("equalize-result");
   out.textContent = "";
   let data;

@@ -240,14 +240,19 @@ def test_equalize_from_the_page(page, client):
     try:
         for name, scale in (("web_eq_a", 0.2), ("web_eq_b", 0.6)):
             client.upload_vector("persona", name, vector_bytes(client, "persona", name, scale=scale))
-        page.fill("#equalize-names", "web_eq_a, web_eq_b")
+        page.evaluate("refreshVectors()")                   # uploaded behind the page's back
+        pick = page.locator("#equalize-pick")
+        pick.get_by_label("web_eq_a", exact=True).check()
+        pick.get_by_label("web_eq_b", exact=True).check()
         page.click("#equalize-form button")
         page.wait_for_function("document.querySelector('#equalize-result').textContent.length > 0")
         text = page.text_content("#equalize-result")
         assert text.startswith("factors per layer: web_eq_a ") and "web_eq_b" in text
         a, b = (client.get_vector("persona", n)["norms"] for n in ("web_eq_a", "web_eq_b"))
         assert a == pytest.approx(b, rel=1e-3)
-        page.fill("#equalize-names", "web_eq_a")           # one name: the server's 400, shown
+        # the ticks survive the list's refresh after equalizing
+        assert pick.get_by_label("web_eq_b", exact=True).is_checked()
+        pick.get_by_label("web_eq_b", exact=True).uncheck()   # one name: the server's 400, shown
         page.click("#equalize-form button")
         page.locator("#error").wait_for(state="visible")
         assert "at least 2" in page.inner_text("#error") or "two" in page.inner_text("#error")
