@@ -72,6 +72,11 @@ def _vectors(args) -> int:
     from persona_steer.config import load_config
     from extraction.toy.demo import build_demo_vectors, demo_dir
 
+    # the demo set is a fixed, seeded recipe (extraction.toy.demo); only where files go may vary
+    ignored = [o for o in args.overrides if not o.split("=", 1)[0].strip().startswith("paths.")]
+    if ignored:
+        raise CLIError(f"toy vectors builds a fixed recipe and takes only paths.* from --set; "
+                       f"not used: {', '.join(ignored)}")
     torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else demo_dir()
     if out.exists() and any(out.rglob("*.safetensors")) and not args.force:
@@ -131,7 +136,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_eval)
 
     v = tsub.add_parser("vectors", help="rebuild the demo vectors `serve` puts in an empty store "
-                                        "on the toy model (persona_steer/toy_model/vectors)")
+                                        "on the toy model (persona_steer/toy_model/vectors); a "
+                                        "fixed, seeded recipe: --set takes only paths.*")
     v.add_argument("--out", help="output folder (default: the shipped one)")
     v.add_argument("--questions", type=int, default=20, help="dataset questions per prompt")
     v.add_argument("--threads", type=int, default=1)

@@ -119,3 +119,19 @@ def test_first_serve_on_the_toy_model_steers_at_once(first_run):
         steered = answers(persona=persona)
         hits = sum(corpus.has_style(a, persona) for a in steered)
         assert hits >= 3, (persona, steered)
+
+
+def test_toy_vectors_refuses_settings_its_fixed_recipe_would_ignore(tmp_path):
+    """`--set extraction.temperature=0 toy vectors` once built the usual sampled set silently."""
+    import subprocess
+
+    from tests.conftest import _cli
+    r = subprocess.run(_cli() + ["--set", "extraction.temperature=0", "--set",
+                                 f"paths.cache={tmp_path / 'cache'}", "toy", "vectors",
+                                 "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=120, cwd=str(PROJECT_ROOT))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1] == (
+        "error: toy vectors builds a fixed recipe and takes only paths.* from --set; "
+        "not used: extraction.temperature=0")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
