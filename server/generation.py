@@ -250,8 +250,9 @@ async def generate(state: ServerState, prompt: dict, params, request_id: str,
     state.in_flight += 1
     state.metrics.running.inc()
     finished = failed = False
+    stream = state.engine.generate(prompt, params, request_id)
     try:
-        async for out in state.engine.generate(prompt, params, request_id):
+        async for out in stream:
             # DELTA outputs carry new tokens only; FINAL_ONLY yields once with all of them.
             state.metrics.completion_tokens.labels(label).inc(
                 sum(len(o.token_ids) for o in out.outputs))
@@ -273,6 +274,10 @@ async def generate(state: ServerState, prompt: dict, params, request_id: str,
                 await state.engine.abort(request_id)
             except Exception:
                 pass
+        try:        # vLLM's generator too, now rather than when it is collected
+            await stream.aclose()
+        except Exception:
+            pass
 
 
 def engine_error(err: BaseException) -> APIError:

@@ -22,14 +22,17 @@ class FakeEngine:
     """Yields the given outputs (an exception in the list is raised there), then stops."""
 
     def __init__(self, outputs):
-        self.outputs, self.aborted = outputs, []
+        self.outputs, self.aborted, self.closed = outputs, [], False
 
     async def generate(self, prompt, params, request_id):
-        for out in self.outputs:
-            await asyncio.sleep(0)
-            if isinstance(out, BaseException):
-                raise out
-            yield out
+        try:
+            for out in self.outputs:
+                await asyncio.sleep(0)
+                if isinstance(out, BaseException):
+                    raise out
+                yield out
+        finally:
+            self.closed = True
 
     async def abort(self, request_id):
         self.aborted.append(request_id)
@@ -67,6 +70,20 @@ def test_a_finished_request_is_not_aborted():
 def test_a_consumer_that_stops_early_aborts_the_request_and_counts_it():
     counter, aborts, in_flight, seen, _ = run([output(1, False)] * 5, take=2)
     assert (counter, aborts, in_flight, len(seen)) == (1, ["rid"], 0, 2)
+
+
+def test_the_engines_generator_is_closed_at_once_not_when_collected():
+    engines = []
+    state = SimpleNamespace(engine=FakeEngine([output(1, False)] * 5), engine_state="ready",
+                            metrics=Metrics(), in_flight=0)
+
+    async def main():
+        agen = generate(state, {"prompt_token_ids": [1]}, SimpleNamespace(n=1), "rid", False)
+        await agen.__anext__()
+        await agen.aclose()
+        engines.append(state.engine.closed)
+    asyncio.run(main())
+    assert engines == [True]
 
 
 def test_an_engine_stream_that_stops_before_finishing_counts_as_aborted():
