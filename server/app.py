@@ -26,6 +26,7 @@ from persona_steer.config import Settings
 from server import routes_api, routes_jobs, routes_openai
 from server.errors import APIError, error_body, install_handlers
 from server.jobs import JobManager
+from server.loop_watchdog import LoopWatchdog
 from server.state import ServerState, start_engine
 
 log = logging.getLogger("persona_steer.server")
@@ -117,6 +118,8 @@ def create_app(settings: Settings, *, config_path: Optional[str] = None,
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         loop = asyncio.get_running_loop()
+        watchdog = LoopWatchdog(on_stall=state.metrics.loop_stalls.inc)
+        watchdog.start()
         _seed_demo_vectors(state)       # on start, not when the app object is built
         start_engine(state, engine_factory)
         # Jobs roll out through this server's own engine (OpenAI API on loopback), so no
@@ -134,6 +137,7 @@ def create_app(settings: Settings, *, config_path: Optional[str] = None,
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signal.SIGHUP)
             await state.jobs.shutdown()
+            await watchdog.stop()
             state.engine_state = "stopped"
             if state.engine is not None:
                 with contextlib.suppress(Exception):

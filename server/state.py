@@ -41,6 +41,8 @@ class Metrics:
                              "generation requests in flight", registry=r)
         self.aborted = Counter("persona_steer_aborted", "requests aborted by a client going away",
                                registry=r)
+        self.loop_stalls = Counter("persona_steer_event_loop_stalls",
+                                   "times the event loop was blocked for over 2 s", registry=r)
 
 
 @dataclass

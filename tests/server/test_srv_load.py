@@ -103,7 +103,9 @@ def test_stream_disconnect_aborts_engine_request(server, steer_vectors):
     used = metric(server, "persona_steer_completion_tokens_total") - tokens0
     # the tokens tell which way it went wrong, if it does: all 32,000 (the disconnect went
     # unnoticed) or a few (the request ended without being counted as aborted)
-    assert metric(server, "persona_steer_aborted_total") == aborted + 1, (used, st)
+    assert metric(server, "persona_steer_aborted_total") == aborted + 1, (
+        used, st, "event loop stalls:", metric(server, "persona_steer_event_loop_stalls_total"),
+        server.log_tail())
     assert used < 16 * 2000
     time.sleep(1.0)
     assert metric(server, "persona_steer_completion_tokens_total") - tokens0 == used
@@ -125,7 +127,9 @@ def test_non_stream_disconnect_aborts_too(server, steer_vectors):
     finally:
         sock.close()
     assert wait_idle(server)["running_requests"] == 0
-    assert metric(server, "persona_steer_aborted_total") == aborted + 1
+    assert metric(server, "persona_steer_aborted_total") == aborted + 1, (
+        "event loop stalls:", metric(server, "persona_steer_event_loop_stalls_total"),
+        server.log_tail())
 
 
 def _set_key(server, key):
