@@ -30,9 +30,30 @@ def run(block: float, after: float) -> LoopWatchdog:
 def test_a_blocked_loop_is_reported_once_with_what_blocks_it():
     dog = run(block=0.6, after=0.2)
     assert len(dog.stalls) == 1
-    lag, stack = dog.stalls[0]
+    lag, report = dog.stalls[0]
     assert 0.2 < lag < 0.6
-    assert "_blocking_call" in stack and "time.sleep(seconds)" in stack
+    assert "(the event loop)" in report
+    assert "_blocking_call" in report and "time.sleep(seconds)" in report
+    assert "CPU used during it by thread:" in report and "major page faults:" in report
+
+
+def test_the_thread_that_burns_cpu_during_a_stall_is_named():
+    """A busy thread holding the process (here: the loop's own thread, spinning) shows with its
+    CPU time: that tells a GIL holder from a process that got no CPU at all."""
+    dog = LoopWatchdog(after=0.3, beat=0.02)
+
+    async def main():
+        dog.start()
+        await asyncio.sleep(0.6)        # a baseline is taken
+        end = time.monotonic() + 0.8
+        while time.monotonic() < end:   # busy, on the loop's thread
+            pass
+        await asyncio.sleep(0.1)
+        await dog.stop()
+    asyncio.run(main())
+    assert len(dog.stalls) == 1
+    cpu_line = dog.stalls[0][1].splitlines()[0]
+    assert "MainThread" in cpu_line, cpu_line
 
 
 def test_a_loop_that_keeps_answering_is_not_reported():
