@@ -74,7 +74,8 @@ class LoopWatchdog:
 
     def _watch(self) -> None:
         stalled_at: Optional[float] = None
-        cpu, majflt, checked = thread_cpu(), 0, time.monotonic()
+        cpu, checked = thread_cpu(), time.monotonic()
+        majflt = resource.getrusage(resource.RUSAGE_SELF).ru_majflt
         while not self._stop.wait(self.beat):
             lag = time.monotonic() - self.last
             if stalled_at is None and lag > self.after:
