@@ -18,6 +18,7 @@ import traceback
 from typing import Callable, Optional
 
 log = logging.getLogger("persona_steer.server")
+KEEP_STALLS = 20
 
 
 def thread_cpu() -> dict[int, float]:
@@ -61,7 +62,8 @@ class LoopWatchdog:
                  on_stall: Optional[Callable[[], None]] = None) -> None:
         self.after, self.beat, self.on_stall = after, beat, on_stall
         self.last = time.monotonic()
-        self.stalls: list[tuple[float, str]] = []      # (seconds blocked, stack at the warning)
+        # (seconds blocked, report) of the latest stalls; bounded for a server that runs for weeks
+        self.stalls: list[tuple[float, str]] = []
         self._stop = threading.Event()
         self._task: Optional[asyncio.Task] = None
         self._thread: Optional[threading.Thread] = None
@@ -82,6 +84,7 @@ class LoopWatchdog:
                 stalled_at = self.last
                 report = describe_stall(cpu, majflt, self._loop_thread)
                 self.stalls.append((lag, report))
+                del self.stalls[:-KEEP_STALLS]
                 if self.on_stall is not None:
                     self.on_stall()
                 log.warning("event loop blocked for %.1f s so far. %s", lag, report)
