@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from persona_steer.config import Settings
+from steering_plugin import cpu_wait
 
 ARCH = "SteerQwen3ForCausalLM"
 
@@ -33,6 +34,8 @@ def engine_kwargs(settings: Settings, model_path: str, **extra: Any) -> dict[str
     """Keyword arguments for `vllm.LLM(...)` / `AsyncEngineArgs(...)` with steering enabled."""
     m = settings.model
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(m.kv_cache_gib))
+    # read by steering_plugin.cpu_wait in the engine core and worker processes (they inherit it)
+    os.environ[cpu_wait.ENV] = str(m.cpu_wait_us)
     kw: dict[str, Any] = dict(
         model=model_path,
         tokenizer=model_path,

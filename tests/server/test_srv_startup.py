@@ -56,3 +56,13 @@ def test_serve_refuses_bad_flags(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().startswith("error:") and "port" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_engine_processes_sleep_between_steps_on_cpu(server):
+    """The served engine's core and worker both run with the plugin's CPU wait (model.cpu_wait_us,
+    default 20 us): without it they spin between steps and a client beside the server could be
+    kept off the CPU for seconds (see steering_plugin/cpu_wait.py)."""
+    log = server.log_path.read_text(errors="replace")
+    lines = [l for l in log.splitlines() if "sleeps 20 us instead of spinning" in l]
+    assert any("EngineCore" in l for l in lines), lines
+    assert any("Worker" in l for l in lines), lines
