@@ -86,11 +86,11 @@ class VLLMBackend(RolloutBackend):
     def __init__(self, settings, model_path: str, llm=None):
         self._own = llm is None
         if llm is None:
-            import os
-
             from vllm import LLM
+
+            from steering_plugin.engine import export_engine_env
             m = settings.model
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(m.kv_cache_gib))
+            export_engine_env(settings)
             llm = LLM(model=model_path, tokenizer=model_path, dtype=m.dtype,
                       max_model_len=m.max_model_len, max_num_seqs=m.max_num_seqs,
                       enforce_eager=m.enforce_eager, gpu_memory_utilization=m.gpu_memory_utilization,

@@ -30,12 +30,17 @@ def steering_overrides(settings: Settings, model_id: str | None = None) -> dict[
     }
 
 
+def export_engine_env(settings: Settings) -> None:
+    """Settings that vLLM's engine core and worker processes read from the environment (they
+    inherit it): the CPU KV cache size, and the plugin's CPU wait (steering_plugin.cpu_wait)."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.model.kv_cache_gib))
+    os.environ[cpu_wait.ENV] = str(settings.model.cpu_wait_us)
+
+
 def engine_kwargs(settings: Settings, model_path: str, **extra: Any) -> dict[str, Any]:
     """Keyword arguments for `vllm.LLM(...)` / `AsyncEngineArgs(...)` with steering enabled."""
     m = settings.model
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(m.kv_cache_gib))
-    # read by steering_plugin.cpu_wait in the engine core and worker processes (they inherit it)
-    os.environ[cpu_wait.ENV] = str(m.cpu_wait_us)
+    export_engine_env(settings)
     kw: dict[str, Any] = dict(
         model=model_path,
         tokenizer=model_path,

@@ -57,3 +57,21 @@ def test_cpu_wait_must_be_a_sane_number(tmp_path):
     for bad in (-1, 1e9, "soon"):
         with pytest.raises(ConfigError, match="cpu_wait_us"):
             load_config(overrides={"model.cpu_wait_us": bad}, environ={})
+
+
+def test_extraction_rollout_engine_gets_the_wait_too(monkeypatch, tmp_path):
+    import vllm
+
+    from extraction.rollouts import VLLMBackend
+    seen = {}
+
+    class FakeLLM:   # records what the engine's processes would inherit
+        def __init__(self, **kw):
+            seen["env"] = os.environ.get(cpu_wait.ENV)
+
+    monkeypatch.setattr(vllm, "LLM", FakeLLM)
+    monkeypatch.delenv(cpu_wait.ENV, raising=False)
+    s = load_config(overrides={"model.cpu_wait_us": 33, "paths.vectors": str(tmp_path)},
+                    environ={})
+    VLLMBackend(s, "some/model")
+    assert seen["env"] == "33.0"

@@ -246,9 +246,10 @@ def test_websocket_errors_keep_the_socket_open(server):
             await ws.send(json.dumps({"message": "hi", "max_tokens": 0}))
             e3 = json.loads(await ws.recv())
             # message and stop back to back, so the stop reaches the server while the reply is
-            # in flight. A CI run once saw the whole reply finish first (the server's event loop
-            # was held by AsyncLLM's output handler, since fixed in server/state.py); a "done"
-            # is still tried again a few times, and only a stop that never takes fails.
+            # in flight. CI runs saw the whole reply finish first: this process's send of the
+            # stop was kept off the CPU by vLLM's spinning engine core (steering_plugin/
+            # cpu_wait.py fixed it). A "done" is still tried again a few times (a busy machine
+            # can deschedule a client); only a stop that never takes fails.
             outcomes = []
             for _ in range(5):
                 await ws.send(json.dumps({"message": "hi", "max_tokens": 2000,
