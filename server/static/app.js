@@ -272,13 +272,35 @@ function renderVectorList() {
   }
 }
 
-async function refreshVectors() {
+// onlyIfChanged (the background poll): re-render only when the store changed, e.g. another
+// client added a persona, and not while the user is on a steering control (a re-render would
+// replace the slider under the pointer; the next poll catches up).
+async function refreshVectors(onlyIfChanged = false) {
   const [p, t] = await Promise.all([api("GET", "/api/personas"), api("GET", "/api/traits")]);
-  state.personas = listFrom(p, "personas").map((e) => (typeof e === "string" ? { name: e } : e));
-  state.traits = listFrom(t, "traits").map((e) => (typeof e === "string" ? { name: e } : e));
+  const personas = listFrom(p, "personas").map((e) => (typeof e === "string" ? { name: e } : e));
+  const traits = listFrom(t, "traits").map((e) => (typeof e === "string" ? { name: e } : e));
+  const signature = JSON.stringify([personas, traits]);
+  if (onlyIfChanged && (signature === state.vectorsSignature || editingSteering())) return;
+  state.vectorsSignature = signature;
+  state.personas = personas;
+  state.traits = traits;
   renderSteeringControls();
   renderVectorList();
   renderEqualizePicker();
+}
+
+function editingSteering() {
+  const a = document.activeElement;
+  return !!(a && a.closest && a.closest("#persona, #blend-sliders, #trait-sliders, #equalize-pick"));
+}
+
+// Every POLL_MS while the page is visible and no reply is streaming, and when it becomes
+// visible again: the status bar, and the vector lists when the store changed.
+const POLL_MS = 15000;
+function poll() {
+  if (document.hidden || state.controller) return;
+  refreshStatus().catch(() => {});
+  refreshVectors(true).catch(() => {});
 }
 
 function renderEqualizePicker() {
@@ -834,7 +856,8 @@ function init() {
   $("equalize-form").addEventListener("submit", equalizePersonas);
   $("sim-layer").addEventListener("input", () => { $("sim-layer").dataset.touched = "1"; });
   refreshAll();
-  setInterval(() => { if (!document.hidden && !state.controller) refreshStatus().catch(() => {}); }, 15000);
+  setInterval(poll, POLL_MS);
+  document.addEventListener("visibilitychange", poll);
 }
 
 document.addEventListener("DOMContentLoaded", init);

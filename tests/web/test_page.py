@@ -287,6 +287,24 @@ def test_delete_with_confirmation(page, client):
     assert page.locator("#trait-web_del").count() == 0
 
 
+def test_lists_follow_the_store_without_a_reload(page, client):
+    """Another client adds then deletes a persona: the page's lists follow within a poll (15 s)
+    without a reload, and the user's own blend setting survives the re-render."""
+    page.locator("#blend-gamma").fill("0.25")
+    page.focus("#message")          # off the steering controls: the poll may re-render them
+    client.upload_vector("persona", "web_poll", vector_bytes(client, "persona", "web_poll"))
+    page.locator("#vector-list li[data-name='web_poll']").wait_for(timeout=40_000)
+    assert page.locator("#blend-web_poll").count() == 1
+    assert page.locator("#persona option[value='web_poll']").count() == 1
+    assert page.input_value("#blend-gamma") == "0.25"
+    assert "gamma 0.25" in page.text_content("#current-steering")
+    client.delete_vector("persona", "web_poll")
+    page.locator("#vector-list li[data-name='web_poll']").wait_for(state="detached",
+                                                                     timeout=40_000)
+    assert page.locator("#blend-web_poll").count() == 0
+    assert page.input_value("#blend-gamma") == "0.25"
+
+
 def test_markdown_renderer_is_safe(page):
     html = page.evaluate("""() => renderMarkdown(
         "# Title\\n**bold** and *it* and `<b>code</b>`\\n\\n- one\\n- two\\n\\n```\\n<script>x</script>\\n```\\n"
