@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ BYSTANDERS = 2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.local_server import start_server, tiny_model  # noqa: E402  (after sys.path)
+
 BYSTANDER = """
 import sys, time
 end = time.monotonic() + float(sys.argv[1])
@@ -40,34 +41,6 @@ while prev < end:
     now = time.monotonic(); worst = max(worst, now - prev); prev = now
 print(f"{worst:.3f} {(time.process_time() - c0) / (prev - t0):.3f}")
 """
-
-def start_server(tmp: Path, model: str, wait_us: float):
-    import yaml
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cfg = {"model": {"name": model, "kv_cache_gib": 1, "max_num_seqs": 64, "cpu_wait_us": wait_us},
-           "server": {"host": "127.0.0.1", "port": port},
-           "paths": {"vectors": str(tmp / "vectors"), "jobs": str(tmp / "jobs"),
-                     "cache": str(ROOT / ".cache")}}
-    tmp.mkdir(parents=True)
-    (tmp / "config.yaml").write_text(yaml.safe_dump(cfg))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_STEER_")}
-    exe = Path(sys.executable).parent / "persona-steer"
-    log = open(tmp / "server.log", "wb")
-    proc = subprocess.Popen([str(exe), "--config", str(tmp / "config.yaml"), "serve"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited; see {tmp / 'server.log'}")
-        try:
-            if httpx.get(url + "/health", timeout=5).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-
 
 def engine_pids(proc: subprocess.Popen) -> list[int]:
     """The server's child processes (engine core, worker): same session as the server."""
@@ -117,14 +90,13 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=500)
     ap.add_argument("--wait-us", type=float, default=20.0)
     a = ap.parse_args()
-    from persona_steer.testmodels import build_random_qwen3
-    model = str(build_random_qwen3(ROOT / ".cache" / "models" / "tiny", "tiny"))
+    model = tiny_model()
     names = {"spin (cpu_wait_us 0)": 0.0, f"sleep (cpu_wait_us {a.wait_us:g})": a.wait_us}
     servers = {}
     with tempfile.TemporaryDirectory() as tmp:
         try:
             for i, (name, us) in enumerate(names.items()):
-                proc, url = start_server(Path(tmp) / f"s{i}", model, us)
+                proc, url = start_server(Path(tmp) / f"s{i}", cpu_wait_us=us)
                 servers[name] = (proc, url, engine_pids(proc))
                 print(f"{name}: ready, engine pids {servers[name][2]}", flush=True)
             for name, (_, url, pids) in servers.items():      # warm-up, not counted
@@ -153,9 +125,11 @@ def main() -> None:
         cpu = sum(x["cpu_per_1k"] for x in rows) / len(rows)
         gap = max(x["gap_max"] for x in crowded[name])
         share = sum(x["share"] for x in crowded[name]) / len(rows)
+        busy_tok = sum(x["tok_s"] for x in crowded[name]) / len(rows)
         summary[name] = tok
         print(f"  {name:24s} {tok:7.0f} tok/s   engine CPU {cpu:5.2f} s/1k tok   "
-              f"bystanders: off the CPU up to {gap:.2f} s, {share:.0%} of a core each")
+              f"beside the bystanders {busy_tok:5.0f} tok/s, they were off the CPU up to "
+              f"{gap:.2f} s, {share:.0%} of a core each")
     spin, sleep = summary.values()
     print(f"  throughput ratio sleep/spin (alone): {sleep / spin:.3f}")
 

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks import local_server  # noqa: E402  (after the path insert)
 
 
 def rand_vec(name, model_id, hidden, layers, seed):
@@ -40,35 +41,10 @@ def rand_vec(name, model_id, hidden, layers, seed):
 
 
 def start_server(tmp: Path):
-    import yaml
-
-    from persona_steer.testmodels import build_random_qwen3
-    model = str(build_random_qwen3(ROOT / ".cache" / "models" / "tiny", "tiny"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cfg = {"model": {"name": model, "kv_cache_gib": 1, "max_num_seqs": 64},
-           "server": {"host": "127.0.0.1", "port": port},
-           "paths": {"vectors": str(tmp / "vectors"), "jobs": str(tmp / "jobs"),
-                     "cache": str(ROOT / ".cache")}}
-    (tmp / "config.yaml").write_text(yaml.safe_dump(cfg))
-    exe = Path(sys.executable).parent / "persona-steer"
-    log = open(tmp / "server.log", "wb")
     t0 = time.monotonic()
-    proc = subprocess.Popen([str(exe), "--config", str(tmp / "config.yaml"), "serve"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited; see {tmp / 'server.log'}")
-        try:
-            if httpx.get(url + "/health", timeout=5).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
+    proc, url = local_server.start_server(tmp)
     print(f"server ready in {time.monotonic() - t0:.1f} s (process start to /health 200)")
-    return proc, url, model
+    return proc, url, local_server.tiny_model()
 
 
 async def run_batch(url, key, model_id, configs, max_tokens):
