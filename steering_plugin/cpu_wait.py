@@ -6,12 +6,13 @@ message in a loop of `sched_yield()`: on a GPU host that costs one of many cores
 host it is a whole core taken from the model, the API server and everyone else. Measured here
 (2 cores, kernel 6.18, autogroup scheduling): during a generation the engine core spun at ~90%
 of a core and the worker ran at ~100% of the other, and processes outside the server's session
-(a client, the test runner) got no CPU for 5-7 s at a time. A client's WebSocket stop or its
+(a client, the test runner) got no CPU for up to 7 s at a time. A client's WebSocket stop or its
 disconnect then reached the server only after the whole reply was generated.
 
 `install()` replaces that yield with a sleep of `STEERING_CPU_WAIT_US` microseconds (engine_kwargs
 sets it from `model.cpu_wait_us`; 0 keeps vLLM's spin). A sleeping reader leaves the core to
-others; it wakes at most that much later than a spinning one would have.
+others; it notices the next message about that much later, plus the time to get a core back on
+a busy machine (benchmarks/cpu_wait_bench.py measures both ways).
 """
 from __future__ import annotations
 
