@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import warnings
 
 import pytest
 import websockets
@@ -275,6 +276,8 @@ def test_websocket_errors_keep_the_socket_open(server):
     ends = [seen[-1]["type"] for seen in outcomes]
     assert ends[-1] == "stopped", f"the stop never took: {ends}"
     assert set(ends[:-1]) <= {"done"}, ends
+    if len(ends) > 1:   # shown in pytest's warnings summary: is the retry still needed?
+        warnings.warn(f"the stop took on try {len(ends)}: {ends}")
     assert after[-1]["type"] == "done" and after[-1]["usage"]["completion_tokens"] == 4
 
 
