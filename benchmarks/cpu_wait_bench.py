@@ -9,13 +9,15 @@ with the given wait, each in its own session as a deployment would be. Rounds al
 them. Each round sends one batch request (n sequences x tokens, ignore_eos) to each server
 alone, then another while two busy bystander processes run in this script's session (one per
 core here: say a client, a test runner, a build beside the server) that record their longest
-time off the CPU and their share of a core. Prints tokens/s and CPU seconds of the engine processes per 1000 tokens (alone), the
-bystanders' longest time off the CPU and mean CPU share, for both, and the throughput ratio.
+time off the CPU and their share of a core. Prints, for both: tokens/s and engine CPU seconds
+per 1000 tokens (alone), tokens/s beside the bystanders with their longest time off the CPU and
+mean CPU share; then the throughput ratio (alone).
 Not a test: no assertion on time.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -41,6 +43,7 @@ while prev < end:
     now = time.monotonic(); worst = max(worst, now - prev); prev = now
 print(f"{worst:.3f} {(time.process_time() - c0) / (prev - t0):.3f}")
 """
+
 
 def engine_pids(proc: subprocess.Popen) -> list[int]:
     """The server's child processes (engine core, worker): same session as the server."""
@@ -115,9 +118,11 @@ def main() -> None:
                           f"{busy['gap_max']:.3f} s", flush=True)
         finally:
             for proc, _, _ in servers.values():
-                with_suppressed(lambda: os.killpg(proc.pid, signal.SIGTERM))
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, signal.SIGTERM)
             for proc, _, _ in servers.values():
-                with_suppressed(lambda: proc.wait(timeout=30))
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=30)
     print(f"\n{a.rounds} rounds of n={a.n} x {a.tokens} tokens (tiny model):")
     summary = {}
     for name, rows in results.items():
@@ -132,13 +137,6 @@ def main() -> None:
               f"{gap:.2f} s, {share:.0%} of a core each")
     spin, sleep = summary.values()
     print(f"  throughput ratio sleep/spin (alone): {sleep / spin:.3f}")
-
-
-def with_suppressed(fn) -> None:
-    try:
-        fn()
-    except Exception:
-        pass
 
 
 if __name__ == "__main__":

@@ -12,10 +12,11 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 
 def tiny_model() -> str:
-    sys.path.insert(0, str(ROOT))
     from persona_steer.testmodels import build_random_qwen3
     return str(build_random_qwen3(ROOT / ".cache" / "models" / "tiny", "tiny"))
 
