@@ -196,12 +196,26 @@ def steering_from_args(args) -> dict[str, Any]:
     return out
 
 
+def decoding_from_args(args) -> dict[str, Any]:
+    """The decoding fields `generate` and `chat` send. The frequency penalty defaults to config
+    `clients.frequency_penalty` (it stops over-steering loops); 0 sends none, the API's default."""
+    penalty = args.frequency_penalty
+    if penalty is None:
+        from persona_steer.config import load_config
+        penalty = load_config(args.config, overrides=args.overrides).clients.frequency_penalty
+    if not -2 <= penalty <= 2:
+        raise CLIError(f"--frequency-penalty must be between -2 and 2 (OpenAI's range), got {penalty:g}")
+    gen = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed,
+           "model": args.model, "thinking": None if args.thinking is None else args.thinking == "on"}
+    if penalty:
+        gen["frequency_penalty"] = penalty
+    return gen
+
+
 @_run
 def _generate(args) -> int:
     steering = steering_from_args(args)
-    gen = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed,
-           "system": args.system, "model": args.model,
-           "thinking": None if args.thinking is None else args.thinking == "on"}
+    gen = {**decoding_from_args(args), "system": args.system}
     with _client(args) as c:
         if args.stream:
             wrote = False
@@ -262,6 +276,9 @@ def _steer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float)
     p.add_argument("--seed", type=int)
+    p.add_argument("--frequency-penalty", type=float,
+                   help="OpenAI frequency_penalty (default: config clients.frequency_penalty, 0.4; "
+                        "0 sends none)")
     p.add_argument("--thinking", choices=["on", "off"], help="Qwen3 thinking mode")
 
 

@@ -290,6 +290,7 @@ def _line_reader(interactive: bool, history_path, prompt: Callable[[], str]):
 
 
 def run_repl(client: PersonaSteerClient, steering: dict[str, Any], args) -> int:
+    from clients.cli import decoding_from_args
     from persona_steer.cli import CLIError
 
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
@@ -299,8 +300,7 @@ def run_repl(client: PersonaSteerClient, steering: dict[str, Any], args) -> int:
                       safety=steering.get("safety"))
     if args.system:
         state.messages.append({"role": "system", "content": args.system})
-    gen = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed,
-           "model": args.model, "thinking": None if args.thinking is None else args.thinking == "on"}
+    gen = decoding_from_args(args)
     repl = Repl(client, state, console, gen)
     try:
         st = client.status()

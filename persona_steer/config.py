@@ -101,6 +101,14 @@ class ServerSettings(_Section):
                             "toy model's shipped demo vectors at startup")
 
 
+class ClientSettings(_Section):
+    # Decoding the bundled clients (web page, `persona-steer chat` and `generate`) send unless
+    # told otherwise; the API itself keeps OpenAI's defaults, so other clients get the stock
+    # model's decoding. 0.4: measured on builtin:toy-persona, where it stops the loops that
+    # over-steering causes without lowering the steered rate (README, "The toy persona model").
+    frequency_penalty: float = Field(0.4, ge=-2, le=2, description="OpenAI frequency_penalty; 0 sends none")
+
+
 class PathSettings(_Section):
     datasets: str = "datasets"
     vectors: str = "vectors"
@@ -113,6 +121,7 @@ class Settings(_Section):
     extraction: ExtractionSettings = ExtractionSettings()
     steering: SteeringSettings = SteeringSettings()
     server: ServerSettings = ServerSettings()
+    clients: ClientSettings = ClientSettings()
     paths: PathSettings = PathSettings()
 
     # Where relative paths are resolved from (the config file's folder); not a YAML key.

@@ -83,6 +83,8 @@ async def status(request: Request):
         **engine_counts(state),
         "jobs": state.jobs.summary() if state.jobs else {},
         "auth": state.api_key is not None,
+        # what the bundled web page sends unless the user changes it (config `clients`)
+        "client_defaults": {"frequency_penalty": state.settings.clients.frequency_penalty},
     }
 
 

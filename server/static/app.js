@@ -357,6 +357,11 @@ async function refreshStatus() {
     layer.max = String(st.num_layers - 1);
     if (!layer.dataset.touched) layer.value = String(Math.floor(st.num_layers / 2));
   }
+  // the server's config says what the bundled clients send (clients.frequency_penalty)
+  const penalty = (st.client_defaults || {}).frequency_penalty;
+  if (typeof penalty === "number" && !$("frequency-penalty").dataset.touched) {
+    $("frequency-penalty").value = String(penalty);
+  }
   updateCurrent();
 }
 
@@ -452,6 +457,8 @@ async function sendMessage(text) {
     max_tokens: Number($("max-tokens").value) || 256,
     temperature: Number($("temperature").value),
   }, steering);
+  const penalty = Number($("frequency-penalty").value);
+  if (penalty) body.frequency_penalty = penalty;   // 0 (or empty): the API's default, sent as nothing
   if ($("thinking").checked) body.chat_template_kwargs = { enable_thinking: true };
   const controller = new AbortController();
   state.controller = controller;
@@ -855,6 +862,7 @@ function init() {
   $("sim-show").addEventListener("click", showSimilarity);
   $("equalize-form").addEventListener("submit", equalizePersonas);
   $("sim-layer").addEventListener("input", () => { $("sim-layer").dataset.touched = "1"; });
+  $("frequency-penalty").addEventListener("input", () => { $("frequency-penalty").dataset.touched = "1"; });
   refreshAll();
   setInterval(poll, POLL_MS);
   document.addEventListener("visibilitychange", poll);

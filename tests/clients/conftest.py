@@ -54,13 +54,13 @@ def cli_env(extra: dict | None = None) -> dict:
 
 
 def run_cli(live: Live, *args: str, input: str | None = None, url: bool = True,
-            timeout: int = 300) -> subprocess.CompletedProcess:
+            timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [str(CLI), *args]
     if url:
         cmd += ["--url", live.url]
         if live.api_key:
             cmd += ["--api-key", live.api_key]
-    return subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), input=input,
+    return subprocess.run(cmd, capture_output=True, text=True, env=cli_env(env), input=input,
                           cwd=str(PROJECT_ROOT), timeout=timeout)
 
 

@@ -115,7 +115,6 @@ def test_persona_and_trait_slider_reach_the_request(page):
     page.select_option("#persona", "alpha")
     page.locator("#trait-calm").fill("-0.3")
     page.locator("#blend-gamma").fill("0.25")
-    page.check("#safety") if False else None
     send(page, "Again")
     page.wait_for_function("document.querySelectorAll('.msg.assistant .meta:not(:empty)').length === 2")
     body = bodies[-1]
@@ -123,6 +122,25 @@ def test_persona_and_trait_slider_reach_the_request(page):
     assert body["blend"] == {"gamma": 0.25}
     assert page.text_content("#current-steering").startswith("alpha ×0.5 · gamma 0.25 · calm -0.3")
     shot(page, "steered-chat")
+
+
+def test_frequency_penalty_comes_from_config_and_reaches_the_request(page, client):
+    """The page starts from the server's `clients.frequency_penalty` (it stops the loops strong
+    steering causes) and sends what the field says; 0 sends nothing (the API's default)."""
+    bodies = chat_requests(page)
+    default = client.status()["client_defaults"]["frequency_penalty"]
+    assert default == 0.4
+    assert float(page.input_value("#frequency-penalty")) == default
+    page.fill("#max-tokens", "4")
+    send(page, "Hello")
+    wait_reply_done(page)
+    assert bodies[-1]["frequency_penalty"] == default
+    page.fill("#frequency-penalty", "0")
+    send(page, "Again")
+    page.wait_for_function("document.querySelectorAll('.msg.assistant .meta:not(:empty)').length === 2")
+    assert "frequency_penalty" not in bodies[-1]
+    page.evaluate("refreshStatus()")                  # a later status read keeps the user's value
+    assert page.input_value("#frequency-penalty") == "0"
 
 
 def test_global_scale_applies(page, client):
