@@ -38,6 +38,9 @@ def _eval(args) -> int:
         f"paths.datasets={work / 'datasets'}"]
     settings = load_config(args.config, overrides=overrides)
     positions = [args.position] if args.position else list(POSITIONS)
+    penalty = settings.clients.frequency_penalty if args.frequency_penalty is None else args.frequency_penalty
+    if not -2 <= penalty <= 2:
+        raise CLIError(f"--frequency-penalty must be between -2 and 2 (OpenAI's range), got {penalty:g}")
     default = None
     if args.strength is not None:
         if not args.position or args.layers is None:
@@ -56,7 +59,7 @@ def _eval(args) -> int:
                           positions=positions, sweep_questions=args.sweep_questions,
                           default=default, sampled=not args.greedy_only,
                           skip_extraction=args.skip_extraction, blend_scale=args.blend_scale,
-                          equalize=not args.no_equalize,
+                          equalize=not args.no_equalize, frequency_penalty=penalty,
                           log=lambda m: print(m, flush=True))
     except ServerStoreMismatch as err:
         raise CLIError(str(err)) from None
@@ -133,6 +136,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="use the persona vectors as extracted (default: put the six on one scale "
                         "first, as `persona-steer equalize` does; with --skip-extraction the "
                         "vectors in --out are used as they are on disk)")
+    e.add_argument("--frequency-penalty", type=float,
+                   help="also measure every decoding mode with this frequency_penalty (default: "
+                        "config clients.frequency_penalty, what the bundled clients send; 0: skip)")
     e.set_defaults(func=_eval)
 
     v = tsub.add_parser("vectors", help="rebuild the demo vectors `serve` puts in an empty store "
