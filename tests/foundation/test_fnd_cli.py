@@ -54,7 +54,7 @@ def test_config_show_with_file_env_and_set(cfg):
     assert shown["server"]["port"] == 9100          # --set beats env
     assert shown["model"]["dtype"] == "bfloat16"     # env beats file
     assert shown["steering"]["safety"]["percentile"] == 25
-    assert set(shown) == {"model", "extraction", "steering", "server", "paths"}
+    assert set(shown) == {"model", "extraction", "steering", "server", "clients", "paths"}
 
 
 def test_config_set_and_refusal(cfg):

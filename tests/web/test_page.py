@@ -56,6 +56,7 @@ def test_chat_streams_tokens(page):
     bodies = chat_requests(page)
     page.fill("#max-tokens", "200")      # long enough that the reply cannot arrive in one read
     page.fill("#temperature", "0")
+    page.fill("#frequency-penalty", "0")  # the stock decoding: the text this test was sized on
     # record every distinct text the reply shows while it streams
     page.evaluate("""() => { window.__seen = []; window.__stopEnabled = [];
         new MutationObserver(() => { const a = document.querySelector('.msg.assistant .answer');
