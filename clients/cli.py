@@ -197,18 +197,23 @@ def steering_from_args(args) -> dict[str, Any]:
 
 
 def decoding_from_args(args) -> dict[str, Any]:
-    """The decoding fields `generate` and `chat` send. The frequency penalty defaults to config
-    `clients.frequency_penalty` (it stops over-steering loops); 0 sends none, the API's default."""
-    penalty = args.frequency_penalty
-    if penalty is None:
-        from persona_steer.config import load_config
-        penalty = load_config(args.config, overrides=args.overrides).clients.frequency_penalty
-    if not -2 <= penalty <= 2:
-        raise CLIError(f"--frequency-penalty must be between -2 and 2 (OpenAI's range), got {penalty:g}")
+    """The decoding fields `generate` and `chat` send. Each penalty defaults to config `clients`
+    (a presence penalty stops over-steering loops); 0 sends none, the API's default."""
+    from persona_steer.config import PENALTIES, load_config
+
     gen = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed,
            "model": args.model, "thinking": None if args.thinking is None else args.thinking == "on"}
-    if penalty:
-        gen["frequency_penalty"] = penalty
+    defaults = None
+    for field in PENALTIES:
+        value = getattr(args, field)
+        if value is None:
+            defaults = defaults or load_config(args.config, overrides=args.overrides).clients
+            value = getattr(defaults, field)
+        elif not -2 <= value <= 2:
+            raise CLIError(f"--{field.replace('_', '-')} must be between -2 and 2 (OpenAI's range), "
+                           f"got {value:g}")
+        if value:
+            gen[field] = value
     return gen
 
 
@@ -276,9 +281,11 @@ def _steer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--frequency-penalty", type=float,
-                   help="OpenAI frequency_penalty (default: config clients.frequency_penalty, 0.4; "
+    p.add_argument("--presence-penalty", type=float,
+                   help="OpenAI presence_penalty (default: config clients.presence_penalty, 0.5; "
                         "0 sends none)")
+    p.add_argument("--frequency-penalty", type=float,
+                   help="OpenAI frequency_penalty (default: config clients.frequency_penalty, 0)")
     p.add_argument("--thinking", choices=["on", "off"], help="Qwen3 thinking mode")
 
 

@@ -27,7 +27,7 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-    from persona_steer.config import load_config
+    from persona_steer.config import PENALTIES, load_config
     from extraction.toy.eval import POSITIONS, ServerStoreMismatch, format_table, run_eval
 
     work = Path(args.out).resolve()
@@ -38,9 +38,14 @@ def _eval(args) -> int:
         f"paths.datasets={work / 'datasets'}"]
     settings = load_config(args.config, overrides=overrides)
     positions = [args.position] if args.position else list(POSITIONS)
-    penalty = settings.clients.frequency_penalty if args.frequency_penalty is None else args.frequency_penalty
-    if not -2 <= penalty <= 2:
-        raise CLIError(f"--frequency-penalty must be between -2 and 2 (OpenAI's range), got {penalty:g}")
+    penalties = {k: getattr(settings.clients, k) for k in PENALTIES}   # what the bundled clients send
+    for field in PENALTIES:
+        value = getattr(args, field)
+        if value is not None:
+            if not -2 <= value <= 2:
+                raise CLIError(f"--{field.replace('_', '-')} must be between -2 and 2 (OpenAI's range), "
+                               f"got {value:g}")
+            penalties[field] = value
     default = None
     if args.strength is not None:
         if not args.position or args.layers is None:
@@ -59,7 +64,7 @@ def _eval(args) -> int:
                           positions=positions, sweep_questions=args.sweep_questions,
                           default=default, sampled=not args.greedy_only,
                           skip_extraction=args.skip_extraction, blend_scale=args.blend_scale,
-                          equalize=not args.no_equalize, frequency_penalty=penalty,
+                          equalize=not args.no_equalize, penalties=penalties,
                           log=lambda m: print(m, flush=True))
     except ServerStoreMismatch as err:
         raise CLIError(str(err)) from None
@@ -136,9 +141,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="use the persona vectors as extracted (default: put the six on one scale "
                         "first, as `persona-steer equalize` does; with --skip-extraction the "
                         "vectors in --out are used as they are on disk)")
-    e.add_argument("--frequency-penalty", type=float,
-                   help="also measure every decoding mode with this frequency_penalty (default: "
-                        "config clients.frequency_penalty, what the bundled clients send; 0: skip)")
+    for field in ("presence", "frequency"):
+        e.add_argument(f"--{field}-penalty", type=float,
+                       help=f"also measure every decoding mode with this {field}_penalty (default: "
+                            f"config clients.{field}_penalty, what the bundled clients send; both 0: "
+                            f"no second pass)")
     e.set_defaults(func=_eval)
 
     v = tsub.add_parser("vectors", help="rebuild the demo vectors `serve` puts in an empty store "

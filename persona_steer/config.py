@@ -101,12 +101,21 @@ class ServerSettings(_Section):
                             "toy model's shipped demo vectors at startup")
 
 
+PENALTIES = ("presence_penalty", "frequency_penalty")
+
+
 class ClientSettings(_Section):
     # Decoding the bundled clients (web page, `persona-steer chat` and `generate`) send unless
     # told otherwise; the API itself keeps OpenAI's defaults, so other clients get the stock
-    # model's decoding. 0.4: measured on builtin:toy-persona, where it stops the loops that
-    # over-steering causes without lowering the steered rate (README, "The toy persona model").
-    frequency_penalty: float = Field(0.4, ge=-2, le=2, description="OpenAI frequency_penalty; 0 sends none")
+    # model's decoding. A presence penalty of 0.5 stops the loops that over-steering causes on
+    # builtin:toy-persona without lowering the steered rate (README, "Loops at high strength");
+    # unlike a frequency penalty it does not grow with the length of the answer.
+    presence_penalty: float = Field(0.5, ge=-2, le=2, description="OpenAI presence_penalty; 0 sends none")
+    frequency_penalty: float = Field(0.0, ge=-2, le=2, description="OpenAI frequency_penalty; 0 sends none")
+
+    def penalties(self) -> dict[str, float]:
+        """The non-zero penalties, as OpenAI request fields."""
+        return {k: getattr(self, k) for k in PENALTIES if getattr(self, k)}
 
 
 class PathSettings(_Section):

@@ -84,7 +84,7 @@ async def status(request: Request):
         "jobs": state.jobs.summary() if state.jobs else {},
         "auth": state.api_key is not None,
         # what the bundled web page sends unless the user changes it (config `clients`)
-        "client_defaults": {"frequency_penalty": state.settings.clients.frequency_penalty},
+        "client_defaults": state.settings.clients.model_dump(),
     }
 
 

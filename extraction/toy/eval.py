@@ -53,7 +53,7 @@ class Gen:
     steer: tuple = ()            # sorted (key, json value) pairs: persona/strength/blend/traits/safety
     temperature: float = 0.0
     seed: int = 0
-    frequency_penalty: float = 0.0   # OpenAI's: minus this x how often a token was generated
+    penalties: tuple = ()            # sorted (OpenAI field, value): presence/frequency penalty
 
 
 @dataclass
@@ -108,8 +108,7 @@ class ServerClient:
     def _one(self, g: Gen) -> Out:
         body: dict[str, Any] = {"model": self.model, "messages": _messages(g), "max_tokens": MAX_TOKENS,
                                 "temperature": g.temperature, "seed": g.seed}
-        if g.frequency_penalty:
-            body["frequency_penalty"] = g.frequency_penalty
+        body.update(g.penalties)
         body.update({k: json.loads(v) for k, v in g.steer})
         r = self.http.post(self.base + "/v1/chat/completions", json=body)
         if r.status_code >= 400:
@@ -184,17 +183,17 @@ class HFClient:
         out: list[Out | None] = [None] * len(gens)
         groups: dict[tuple, list[int]] = {}
         for i, g in enumerate(gens):
-            groups.setdefault((g.steer, g.temperature, g.frequency_penalty), []).append(i)
+            groups.setdefault((g.steer, g.temperature, g.penalties), []).append(i)
         im_end = self.tok.convert_tokens_to_ids("<|im_end|>")
-        for (st, temp, penalty), idx in groups.items():
+        for (st, temp, penalties), idx in groups.items():
             delta, cap = self._delta_cap({k: json.loads(v) for k, v in st})
             for b in range(0, len(idx), self.batch_size):
                 chunk = idx[b:b + self.batch_size]
                 texts = [corpus.prompt_text(gens[i].system, gens[i].question) for i in chunk]
                 enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
                 torch.manual_seed(gens[chunk[0]].seed)
-                penalize = (LogitsProcessorList([FrequencyPenalty(penalty, enc["input_ids"].shape[1])])
-                            if penalty else None)
+                penalize = (LogitsProcessorList([OpenAIPenalties(enc["input_ids"].shape[1], **dict(penalties))])
+                            if penalties else None)
                 with torch.no_grad(), hf_steering(self.model, delta if delta.any() else None, cap):
                     res = self.model.generate(**enc, max_new_tokens=MAX_TOKENS, do_sample=temp > 0,
                                               logits_processor=penalize,
@@ -213,20 +212,20 @@ class HFClient:
         pass
 
 
-class FrequencyPenalty:
-    """OpenAI's (and vLLM's) frequency_penalty for HF generate, which has only a multiplicative
-    repetition penalty: each logit minus penalty x the times its token was generated so far
-    (prompt tokens do not count)."""
+class OpenAIPenalties:
+    """OpenAI's (and vLLM's) presence and frequency penalties for HF generate, which has only a
+    multiplicative repetition penalty: each logit minus presence_penalty if its token was
+    generated so far, minus frequency_penalty x the times it was (prompt tokens do not count)."""
 
-    def __init__(self, penalty: float, prompt_len: int):
-        self.penalty, self.prompt_len = penalty, prompt_len
+    def __init__(self, prompt_len: int, presence_penalty: float = 0.0, frequency_penalty: float = 0.0):
+        self.prompt_len, self.presence, self.frequency = prompt_len, presence_penalty, frequency_penalty
 
     def __call__(self, input_ids, scores):
         import torch
         counts = torch.zeros_like(scores)
         generated = input_ids[:, self.prompt_len:]
         counts.scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
-        return scores - self.penalty * counts
+        return scores - self.presence * (counts > 0).to(scores.dtype) - self.frequency * counts
 
 
 # ----------------------------------------------------------------------------- server process
@@ -363,17 +362,19 @@ def _negative_keys(row: dict) -> list[str]:
 def measure(client, questions: list[tuple[str, str]], *, strength: float, temperature: float,
             seed: int = 0, suffix: str = "", blends: bool = True, trait_strength: float | None = None,
             capping: bool = True, traits: bool = True, blend_scale: float = 0.5,
-            negative_scales: tuple[float, ...] = NEGATIVE_SCALES, frequency_penalty: float = 0.0) -> dict:
-    """Every row of the proof for one decoding mode (temperature, frequency_penalty). Vector names are PERSONA+suffix.
+            negative_scales: tuple[float, ...] = NEGATIVE_SCALES, penalties: dict | None = None) -> dict:
+    """Every row of the proof for one decoding mode (temperature, OpenAI penalties). Vector names
+    are PERSONA+suffix.
     Blends weigh each of the two personas blend_scale x strength (the issue's 0.5 each);
     the negative rows weigh the persona -scale x strength for each of negative_scales."""
     gens: list[Gen] = []
     keys: list[tuple] = []
+    pen = tuple(sorted((penalties or {}).items()))
 
     def add(key, system, st=()):
         for i, (q, topic) in enumerate(questions):
             sys_prompt = _prompt(system, i) if system is not None else None
-            gens.append(Gen(sys_prompt, q, topic, st, temperature, seed + i, frequency_penalty))
+            gens.append(Gen(sys_prompt, q, topic, st, temperature, seed + i, pen))
             keys.append(key + (i,))
 
     add(("plain",), "assistant")
@@ -493,6 +494,11 @@ def sweep(settings, client, questions, *, positions: list[str], strengths: list[
     return rows
 
 
+def penalized_mode(mode: str, penalties: dict) -> str:
+    """The report's name of a decoding mode measured again with penalties."""
+    return mode + ", " + ", ".join(f"{k} {v:g}" for k, v in sorted(penalties.items()))
+
+
 def pick_default(rows: list[dict]) -> dict:
     """Highest mean clean rate (own style, coherent, no other persona); ties -> lower strength."""
     return max(rows, key=lambda r: (r["clean"], r["min_clean"], -r["strength"]))
@@ -578,11 +584,12 @@ def run_eval(settings, *, workdir: Path, url: str | None = None, backend: str = 
              default: dict | None = None, sampled: bool = True, blends: bool = True,
              capping: bool = True, traits: bool = True, skip_extraction: bool = False,
              threads: int | None = 1, blend_scale: float = 0.5, equalize: bool = True,
-             frequency_penalty: float = 0.0, log: Callable[[str], None] = print) -> dict:
+             penalties: dict | None = None, log: Callable[[str], None] = print) -> dict:
     """The whole proof. `settings` must point paths.vectors/datasets at a scratch folder.
     With `equalize`, the six persona vectors of each position are put on one scale
-    (extraction.equalize) before anything is measured. A `frequency_penalty` above 0 measures
-    every decoding mode a second time with that penalty (the rows without it stay the proof)."""
+    (extraction.equalize) before anything is measured. Non-zero `penalties` (OpenAI presence /
+    frequency penalty) measure every decoding mode a second time with them (the rows without
+    them stay the proof)."""
     import torch
 
     from persona_steer.testmodels import resolve_model
@@ -649,22 +656,23 @@ def run_eval(settings, *, workdir: Path, url: str | None = None, backend: str = 
             for w, _ in TRAIT_PAIRS:
                 restricted(settings, w + suffix, default["layer_list"], w + chosen, kind="trait")
         questions = corpus.eval_questions(n_questions)
-        modes = {"greedy": (0.0, 0.0)}
+        modes: dict[str, tuple[float, dict]] = {"greedy": (0.0, {})}
         if sampled:
-            modes["sampled (T=0.7)"] = (0.7, 0.0)
-        if frequency_penalty:
+            modes["sampled (T=0.7)"] = (0.7, {})
+        penalties = {k: v for k, v in (penalties or {}).items() if v}
+        if penalties:
             for mode, (temp, _) in list(modes.items()):
-                modes[f"{mode}, frequency_penalty {frequency_penalty:g}"] = (temp, frequency_penalty)
+                modes[penalized_mode(mode, penalties)] = (temp, penalties)
         report: dict[str, Any] = dict(model=settings.model.name, backend=client.name,
                                       n_questions=len(questions), extract_questions=extract_questions,
                                       default=default, targets=TARGETS, sweep=rows, modes={}, checks={},
                                       blend_scale=blend_scale, equalized=equalize,
-                                      frequency_penalty=frequency_penalty)
-        for mode, (temp, penalty) in modes.items():
+                                      penalties=penalties)
+        for mode, (temp, pens) in modes.items():
             log(f"measuring ({mode}) ...")
             main = measure(client, questions, strength=default["strength"], temperature=temp,
                            suffix=chosen, blends=blends, capping=capping, traits=traits,
-                           blend_scale=blend_scale, frequency_penalty=penalty)
+                           blend_scale=blend_scale, penalties=pens)
             report["modes"][mode] = main
             report["checks"][mode] = check_targets(main, capping)
         report["minutes"] = round((time.time() - t0) / 60, 1)

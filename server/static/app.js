@@ -297,6 +297,8 @@ function editingSteering() {
 // Every POLL_MS while the page is visible and no reply is streaming, and when it becomes
 // visible again: the status bar, and the vector lists when the store changed.
 const POLL_MS = 15000;
+// OpenAI request field -> its input under the message box
+const PENALTY_FIELDS = { presence_penalty: "presence-penalty", frequency_penalty: "frequency-penalty" };
 function poll() {
   if (document.hidden || state.controller) return;
   refreshStatus().catch(() => {});
@@ -357,10 +359,10 @@ async function refreshStatus() {
     layer.max = String(st.num_layers - 1);
     if (!layer.dataset.touched) layer.value = String(Math.floor(st.num_layers / 2));
   }
-  // the server's config says what the bundled clients send (clients.frequency_penalty)
-  const penalty = (st.client_defaults || {}).frequency_penalty;
-  if (typeof penalty === "number" && !$("frequency-penalty").dataset.touched) {
-    $("frequency-penalty").value = String(penalty);
+  // the server's config says what the bundled clients send (config `clients`)
+  for (const [field, id] of Object.entries(PENALTY_FIELDS)) {
+    const value = (st.client_defaults || {})[field];
+    if (typeof value === "number" && !$(id).dataset.touched) $(id).value = String(value);
   }
   updateCurrent();
 }
@@ -457,8 +459,10 @@ async function sendMessage(text) {
     max_tokens: Number($("max-tokens").value) || 256,
     temperature: Number($("temperature").value),
   }, steering);
-  const penalty = Number($("frequency-penalty").value);
-  if (penalty) body.frequency_penalty = penalty;   // 0 (or empty): the API's default, sent as nothing
+  for (const [field, id] of Object.entries(PENALTY_FIELDS)) {
+    const value = Number($(id).value);
+    if (value) body[field] = value;   // 0 (or empty): the API's default, sent as nothing
+  }
   if ($("thinking").checked) body.chat_template_kwargs = { enable_thinking: true };
   const controller = new AbortController();
   state.controller = controller;
@@ -862,7 +866,9 @@ function init() {
   $("sim-show").addEventListener("click", showSimilarity);
   $("equalize-form").addEventListener("submit", equalizePersonas);
   $("sim-layer").addEventListener("input", () => { $("sim-layer").dataset.touched = "1"; });
-  $("frequency-penalty").addEventListener("input", () => { $("frequency-penalty").dataset.touched = "1"; });
+  for (const id of Object.values(PENALTY_FIELDS)) {
+    $(id).addEventListener("input", () => { $(id).dataset.touched = "1"; });
+  }
   refreshAll();
   setInterval(poll, POLL_MS);
   document.addEventListener("visibilitychange", poll);

@@ -132,21 +132,23 @@ def test_generate_plain_stream_and_json(live, persona, trait):
     assert js["choices"][0]["message"]["content"] is not None
 
 
-def test_generate_sends_the_frequency_penalty(live):
-    """Default from config `clients.frequency_penalty` (0.4), overridable by the flag or the env;
-    it reaches the engine: greedy text with penalty 2 differs from penalty 0."""
+def test_generate_sends_the_clients_penalties(live):
+    """Defaults from config `clients` (presence_penalty 0.5), overridable by flags or the env;
+    they reach the engine: greedy text with a penalty of 2 differs from none."""
     def text(*extra, env=None):
         proc = run_cli(live, "generate", "Tell me a story", "--max-tokens", "48", "--temperature", "0",
                        *extra, env=env)
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
     default = text()
-    assert text("--frequency-penalty", "0.4") == default
-    off = text("--frequency-penalty", "0")
-    assert text(env={"PERSONA_STEER_CLIENTS__FREQUENCY_PENALTY": "0"}) == off
-    assert text("--frequency-penalty", "2") != off
-    err = one_error_line(run_cli(live, "generate", "Hi", "--frequency-penalty", "3"))
-    assert "--frequency-penalty must be between -2 and 2" in err
+    assert text("--presence-penalty", "0.5") == default
+    off = text("--presence-penalty", "0")
+    assert text(env={"PERSONA_STEER_CLIENTS__PRESENCE_PENALTY": "0"}) == off
+    assert text("--presence-penalty", "2") != off
+    assert text("--presence-penalty", "0", "--frequency-penalty", "2") != off
+    for flag in ("--presence-penalty", "--frequency-penalty"):
+        err = one_error_line(run_cli(live, "generate", "Hi", flag, "3"))
+        assert f"{flag} must be between -2 and 2" in err
 
 
 @pytest.mark.parametrize("args,message", [

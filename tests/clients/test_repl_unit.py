@@ -119,19 +119,23 @@ def test_load_status_list_quit(repl):
 def _decoding_args(**kw):
     import argparse
     base = dict(config=None, overrides=[], max_tokens=64, temperature=0.0, seed=None, model=None,
-                thinking=None, frequency_penalty=None)
+                thinking=None, presence_penalty=None, frequency_penalty=None)
     return argparse.Namespace(**{**base, **kw})
 
 
-def test_decoding_defaults_to_the_config_frequency_penalty_and_zero_sends_none():
-    """`generate` and `chat` share this: the penalty comes from config `clients` unless the flag
+def test_decoding_defaults_to_the_config_penalties_and_zero_sends_none():
+    """`generate` and `chat` share this: each penalty comes from config `clients` unless its flag
     says otherwise; 0 leaves the field out (the API's default)."""
     from clients.cli import decoding_from_args
     from persona_steer.cli import CLIError
-    assert decoding_from_args(_decoding_args())["frequency_penalty"] == 0.4
-    set_zero = _decoding_args(overrides=["clients.frequency_penalty=0"])
-    assert "frequency_penalty" not in decoding_from_args(set_zero)
+    gen = decoding_from_args(_decoding_args())
+    assert gen["presence_penalty"] == 0.5 and "frequency_penalty" not in gen
+    set_zero = _decoding_args(overrides=["clients.presence_penalty=0", "clients.frequency_penalty=0.2"])
+    assert "presence_penalty" not in decoding_from_args(set_zero)
+    assert decoding_from_args(set_zero)["frequency_penalty"] == 0.2
     assert decoding_from_args(_decoding_args(frequency_penalty=1.5))["frequency_penalty"] == 1.5
-    assert "frequency_penalty" not in decoding_from_args(_decoding_args(frequency_penalty=0.0))
-    with pytest.raises(CLIError, match="between -2 and 2"):
+    assert "presence_penalty" not in decoding_from_args(_decoding_args(presence_penalty=0.0))
+    with pytest.raises(CLIError, match="--frequency-penalty must be between -2 and 2"):
         decoding_from_args(_decoding_args(frequency_penalty=-2.5))
+    with pytest.raises(CLIError, match="--presence-penalty must be between -2 and 2"):
+        decoding_from_args(_decoding_args(presence_penalty=2.5))

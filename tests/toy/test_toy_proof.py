@@ -14,7 +14,7 @@ import json
 import pytest
 
 from extraction.toy import RECOMMENDED
-from extraction.toy.eval import PERSONAS, TARGETS, format_table, run_eval
+from extraction.toy.eval import PERSONAS, TARGETS, format_table, penalized_mode, run_eval
 
 pytestmark = pytest.mark.engine
 
@@ -25,7 +25,7 @@ def proof(toy_server, toy_settings):
     return run_eval(settings, workdir=work, url=toy_server.url, n_questions=10, extract_questions=20,
                     positions=[RECOMMENDED["position"]], default=dict(RECOMMENDED), sampled=False,
                     blends=True, capping=True, traits=False, blend_scale=1.0,
-                    frequency_penalty=settings.clients.frequency_penalty, log=lambda m: None)
+                    penalties=settings.clients.penalties(), log=lambda m: None)
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +58,8 @@ def test_steering_with_extracted_vectors(rows):
     others = [rows[p]["steered_others"] for p in PERSONAS]
     assert sum(others) / len(others) <= TARGETS["others"], others
     # target 0.8 per persona; on 10 questions the mean is about 0.8 and pirate and drill
-    # sergeant sit lower (README: 20 questions, mean 0.88, pirate 0.75, drill 0.70; with the
-    # clients' frequency penalty every persona meets 0.8, asserted below)
+    # sergeant sit lower (README: 20 questions, mean 0.88, pirate 0.75, drill 0.70; the
+    # clients' penalty removes most of those loops: next test)
     coh = [rows[p]["steered_coherence"] for p in PERSONAS]
     assert sum(coh) / len(coh) >= 0.75, coh
 
@@ -99,15 +99,14 @@ def test_blends_show_both_styles(proof):
     assert sum(1 for x in both if x >= 0.25) >= 3, blends
 
 
-def test_the_clients_frequency_penalty_keeps_the_persona_and_stops_loops(proof, toy_settings):
-    """Greedy with the penalty the bundled clients send (config clients.frequency_penalty): the
-    steering targets hold and the loops of over-steering mostly go. On these 10 questions the
-    mean coherence is about 0.77 without the penalty and 0.90 with it; drill sergeant, whose
-    "WILL WILL WILL" needs a few repeats before the penalty bites, stays lowest (README: "Loops
-    at high strength"; on 20 questions every persona reaches 0.85)."""
+def test_the_clients_penalty_keeps_the_persona_and_stops_loops(proof, toy_settings):
+    """Greedy with the penalty the bundled clients send (config `clients`, a presence penalty):
+    the steering targets hold and the loops of over-steering mostly go (README: "Loops at high
+    strength")."""
     settings, _ = toy_settings
-    mode = f"greedy, frequency_penalty {settings.clients.frequency_penalty:g}"
-    rows = proof["modes"][mode]["personas"]
+    penalties = settings.clients.penalties()
+    assert penalties, "config.yaml's clients send a penalty"
+    rows = proof["modes"][penalized_mode("greedy", penalties)]["personas"]
     plain = proof["modes"]["greedy"]["personas"]
     for p in PERSONAS:
         assert rows[p]["prompted"] >= TARGETS["prompted"], (p, rows[p])   # markers kept

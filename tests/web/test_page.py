@@ -56,7 +56,7 @@ def test_chat_streams_tokens(page):
     bodies = chat_requests(page)
     page.fill("#max-tokens", "200")      # long enough that the reply cannot arrive in one read
     page.fill("#temperature", "0")
-    page.fill("#frequency-penalty", "0")  # the stock decoding: the text this test was sized on
+    page.fill("#presence-penalty", "0")   # the stock decoding: the text this test was sized on
     # record every distinct text the reply shows while it streams
     page.evaluate("""() => { window.__seen = []; window.__stopEnabled = [];
         new MutationObserver(() => { const a = document.querySelector('.msg.assistant .answer');
@@ -125,23 +125,26 @@ def test_persona_and_trait_slider_reach_the_request(page):
     shot(page, "steered-chat")
 
 
-def test_frequency_penalty_comes_from_config_and_reaches_the_request(page, client):
-    """The page starts from the server's `clients.frequency_penalty` (it stops the loops strong
-    steering causes) and sends what the field says; 0 sends nothing (the API's default)."""
+def test_penalties_come_from_config_and_reach_the_request(page, client):
+    """The page starts from the server's config `clients` (a presence penalty stops the loops
+    strong steering causes) and sends what the fields say; 0 sends nothing (the API's default)."""
     bodies = chat_requests(page)
-    default = client.status()["client_defaults"]["frequency_penalty"]
-    assert default == 0.4
-    assert float(page.input_value("#frequency-penalty")) == default
+    defaults = client.status()["client_defaults"]
+    assert defaults == {"presence_penalty": 0.5, "frequency_penalty": 0.0}
+    assert float(page.input_value("#presence-penalty")) == 0.5
+    assert float(page.input_value("#frequency-penalty")) == 0.0
     page.fill("#max-tokens", "4")
     send(page, "Hello")
     wait_reply_done(page)
-    assert bodies[-1]["frequency_penalty"] == default
-    page.fill("#frequency-penalty", "0")
+    assert bodies[-1]["presence_penalty"] == 0.5 and "frequency_penalty" not in bodies[-1]
+    page.fill("#presence-penalty", "0")
+    page.fill("#frequency-penalty", "0.3")
     send(page, "Again")
     page.wait_for_function("document.querySelectorAll('.msg.assistant .meta:not(:empty)').length === 2")
-    assert "frequency_penalty" not in bodies[-1]
-    page.evaluate("refreshStatus()")                  # a later status read keeps the user's value
-    assert page.input_value("#frequency-penalty") == "0"
+    assert "presence_penalty" not in bodies[-1] and bodies[-1]["frequency_penalty"] == 0.3
+    page.evaluate("refreshStatus()")                  # a later status read keeps the user's values
+    assert page.input_value("#presence-penalty") == "0"
+    assert page.input_value("#frequency-penalty") == "0.3"
 
 
 def test_global_scale_applies(page, client):
