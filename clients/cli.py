@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from persona_steer.cli import CLIError
+from persona_steer.cli import CLIError, penalties_from_args
 
 from clients.client import PersonaSteerClient, PersonaSteerError, ServerUnreachable
 
@@ -199,21 +199,12 @@ def steering_from_args(args) -> dict[str, Any]:
 def decoding_from_args(args) -> dict[str, Any]:
     """The decoding fields `generate` and `chat` send. Each penalty defaults to config `clients`
     (a presence penalty stops over-steering loops); 0 sends none, the API's default."""
-    from persona_steer.config import PENALTIES, load_config
+    from persona_steer.config import load_config
 
     gen = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed,
            "model": args.model, "thinking": None if args.thinking is None else args.thinking == "on"}
-    defaults = None
-    for field in PENALTIES:
-        value = getattr(args, field)
-        if value is None:
-            defaults = defaults or load_config(args.config, overrides=args.overrides).clients
-            value = getattr(defaults, field)
-        elif not -2 <= value <= 2:
-            raise CLIError(f"--{field.replace('_', '-')} must be between -2 and 2 (OpenAI's range), "
-                           f"got {value:g}")
-        if value:
-            gen[field] = value
+    penalties = penalties_from_args(args, lambda: load_config(args.config, overrides=args.overrides).clients)
+    gen.update({k: v for k, v in penalties.items() if v})
     return gen
 
 

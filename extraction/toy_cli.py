@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from persona_steer.cli import CLIError
+from persona_steer.cli import CLIError, penalties_from_args
 
 
 def _train(args) -> int:
@@ -27,7 +27,7 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-    from persona_steer.config import PENALTIES, load_config
+    from persona_steer.config import load_config
     from extraction.toy.eval import POSITIONS, ServerStoreMismatch, format_table, run_eval
 
     work = Path(args.out).resolve()
@@ -38,14 +38,7 @@ def _eval(args) -> int:
         f"paths.datasets={work / 'datasets'}"]
     settings = load_config(args.config, overrides=overrides)
     positions = [args.position] if args.position else list(POSITIONS)
-    penalties = {k: getattr(settings.clients, k) for k in PENALTIES}   # what the bundled clients send
-    for field in PENALTIES:
-        value = getattr(args, field)
-        if value is not None:
-            if not -2 <= value <= 2:
-                raise CLIError(f"--{field.replace('_', '-')} must be between -2 and 2 (OpenAI's range), "
-                               f"got {value:g}")
-            penalties[field] = value
+    penalties = penalties_from_args(args, lambda: settings.clients)   # what the bundled clients send
     default = None
     if args.strength is not None:
         if not args.position or args.layers is None:

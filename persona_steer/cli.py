@@ -22,6 +22,25 @@ class CLIError(Exception):
     """A user-facing one-line error."""
 
 
+def penalties_from_args(args, clients) -> dict[str, float]:
+    """--presence-penalty / --frequency-penalty (OpenAI's range, -2 to 2), each defaulting to
+    config `clients`; `clients` is called (once) only when a flag is left out."""
+    from persona_steer.config import PENALTIES
+
+    out: dict[str, float] = {}
+    defaults = None
+    for field in PENALTIES:
+        value = getattr(args, field)
+        if value is None:
+            defaults = defaults or clients()
+            value = getattr(defaults, field)
+        elif not -2 <= value <= 2:
+            raise CLIError(f"--{field.replace('_', '-')} must be between -2 and 2 (OpenAI's range), "
+                           f"got {value:g}")
+        out[field] = value
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="persona-steer",

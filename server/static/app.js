@@ -82,6 +82,8 @@ function listFrom(data, key) {
 }
 const nameOf = (e) => (typeof e === "string" ? e : e.name);
 const fmt = (x) => (Math.round(x * 100) / 100).toString();
+// OpenAI request field -> its input under the message box
+const PENALTY_FIELDS = { presence_penalty: "presence-penalty", frequency_penalty: "frequency-penalty" };
 
 // ---------------------------------------------------------------- markdown (safe subset)
 function escapeHtml(s) {
@@ -297,8 +299,6 @@ function editingSteering() {
 // Every POLL_MS while the page is visible and no reply is streaming, and when it becomes
 // visible again: the status bar, and the vector lists when the store changed.
 const POLL_MS = 15000;
-// OpenAI request field -> its input under the message box
-const PENALTY_FIELDS = { presence_penalty: "presence-penalty", frequency_penalty: "frequency-penalty" };
 function poll() {
   if (document.hidden || state.controller) return;
   refreshStatus().catch(() => {});
