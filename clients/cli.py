@@ -203,8 +203,7 @@ def decoding_from_args(args) -> dict[str, Any]:
 
     gen = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed,
            "model": args.model, "thinking": None if args.thinking is None else args.thinking == "on"}
-    penalties = penalties_from_args(args, lambda: load_config(args.config, overrides=args.overrides).clients)
-    gen.update({k: v for k, v in penalties.items() if v})
+    gen.update(penalties_from_args(args, lambda: load_config(args.config, overrides=args.overrides).clients))
     return gen
 
 

@@ -97,6 +97,7 @@ def _vectors(args) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from extraction.toy.corpus import CONTINUE_FRAC
+    from persona_steer.config import PENALTIES
 
     p = sub.add_parser("toy", help="train or evaluate the small trained persona model (builtin:toy-persona)")
     tsub = p.add_subparsers(dest="toy_cmd", metavar="train|eval|vectors")
@@ -134,11 +135,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="use the persona vectors as extracted (default: put the six on one scale "
                         "first, as `persona-steer equalize` does; with --skip-extraction the "
                         "vectors in --out are used as they are on disk)")
-    for field in ("presence", "frequency"):
-        e.add_argument(f"--{field}-penalty", type=float,
-                       help=f"also measure every decoding mode with this {field}_penalty (default: "
-                            f"config clients.{field}_penalty, what the bundled clients send; both 0: "
-                            f"no second pass)")
+    for field in PENALTIES:
+        e.add_argument(f"--{field.replace('_', '-')}", type=float,
+                       help=f"also measure every decoding mode with this {field} (default: config "
+                            f"clients.{field}, what the bundled clients send; both 0: no second pass)")
     e.set_defaults(func=_eval)
 
     v = tsub.add_parser("vectors", help="rebuild the demo vectors `serve` puts in an empty store "

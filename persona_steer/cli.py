@@ -23,8 +23,9 @@ class CLIError(Exception):
 
 
 def penalties_from_args(args, clients) -> dict[str, float]:
-    """--presence-penalty / --frequency-penalty (OpenAI's range, -2 to 2), each defaulting to
-    config `clients`; `clients` is called (once) only when a flag is left out."""
+    """The non-zero penalties of --presence-penalty / --frequency-penalty (OpenAI's range, -2
+    to 2), each defaulting to config `clients`; `clients` is called (once) only when a flag is
+    left out. 0 means the field is not sent (the API's default)."""
     from persona_steer.config import PENALTIES
 
     out: dict[str, float] = {}
@@ -37,7 +38,8 @@ def penalties_from_args(args, clients) -> dict[str, float]:
         elif not -2 <= value <= 2:
             raise CLIError(f"--{field.replace('_', '-')} must be between -2 and 2 (OpenAI's range), "
                            f"got {value:g}")
-        out[field] = value
+        if value:
+            out[field] = value
     return out
 
 

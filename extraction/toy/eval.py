@@ -587,8 +587,9 @@ def run_eval(settings, *, workdir: Path, url: str | None = None, backend: str = 
              penalties: dict | None = None, log: Callable[[str], None] = print) -> dict:
     """The whole proof. `settings` must point paths.vectors/datasets at a scratch folder.
     With `equalize`, the six persona vectors of each position are put on one scale
-    (extraction.equalize) before anything is measured. Non-zero `penalties` (OpenAI presence /
-    frequency penalty) measure every decoding mode a second time with them (the rows without
+    (extraction.equalize) before anything is measured. `penalties` (the OpenAI presence /
+    frequency penalty fields to send, e.g. ClientSettings.penalties()) measure every decoding
+    mode a second time with them (the rows without
     them stay the proof)."""
     import torch
 
@@ -659,7 +660,6 @@ def run_eval(settings, *, workdir: Path, url: str | None = None, backend: str = 
         modes: dict[str, tuple[float, dict]] = {"greedy": (0.0, {})}
         if sampled:
             modes["sampled (T=0.7)"] = (0.7, {})
-        penalties = {k: v for k, v in (penalties or {}).items() if v}
         if penalties:
             for mode, (temp, _) in list(modes.items()):
                 modes[penalized_mode(mode, penalties)] = (temp, penalties)
@@ -667,7 +667,7 @@ def run_eval(settings, *, workdir: Path, url: str | None = None, backend: str = 
                                       n_questions=len(questions), extract_questions=extract_questions,
                                       default=default, targets=TARGETS, sweep=rows, modes={}, checks={},
                                       blend_scale=blend_scale, equalized=equalize,
-                                      penalties=penalties)
+                                      penalties=penalties or {})
         for mode, (temp, pens) in modes.items():
             log(f"measuring ({mode}) ...")
             main = measure(client, questions, strength=default["strength"], temperature=temp,
