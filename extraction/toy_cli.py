@@ -22,7 +22,7 @@ def _train(args) -> int:
     out = Path(args.out) if args.out else TOY_MODEL_DIR
     rec = train(out, cfg)
     print(f"trained {out}: {rec['n_params'] / 1e6:.2f}M parameters, final loss "
-          f"{rec['final_loss']:.4f}, {rec['minutes']} min")
+          f"{rec['final_loss']:.4f}, {rec['minutes']} min (log: {out / 'train_log.txt'})")
     return 0
 
 

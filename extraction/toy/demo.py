@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from extraction.toy.eval import PERSONAS, TRAIT_PAIRS
+from extraction.toy.train import VECTORS_DIR
 from persona_steer.atomic import atomic_write_bytes
 from persona_steer.store import VectorStore
 
@@ -27,7 +28,7 @@ log = logging.getLogger("persona_steer.server")
 
 def demo_dir() -> Path:
     from persona_steer.testmodels import TOY_MODEL_DIR
-    return Path(TOY_MODEL_DIR) / "vectors"
+    return Path(TOY_MODEL_DIR) / VECTORS_DIR
 
 
 def build_demo_vectors(settings, out: Path, *, num_questions: int = 20,

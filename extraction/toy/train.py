@@ -5,6 +5,8 @@
 Deterministic given the seed (corpus, tokenizer, init, batch order); the default output is
 persona_steer/toy_model/ (what `builtin:toy-persona` resolves to). Written to a temporary
 folder first and moved into place at the end, so a killed run leaves the old model intact.
+The folder gets the run's log (train_log.txt) and record (train_info.json). Vectors made for
+the old weights (the demo set in vectors/) are kept only when the new weights are identical.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from extraction.toy import corpus
 
+VECTORS_DIR = "vectors"    # the demo vectors' folder inside the model folder (extraction.toy.demo)
 DIMS = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=6, num_attention_heads=4,
             num_key_value_heads=2, head_dim=64)
 
@@ -80,7 +83,13 @@ def train(out_dir: str | os.PathLike, cfg: TrainConfig | None = None, *, example
     from persona_steer.testmodels import build_tokenizer, qwen3_config, save_model
 
     cfg = cfg or TrainConfig()
-    log = log or (lambda msg: print(msg, flush=True))
+    echo = log or (lambda msg: print(msg, flush=True))
+    lines: list[str] = []
+
+    def log(msg: str) -> None:             # echoed, and kept for the folder's train_log.txt
+        lines.append(msg)
+        echo(msg)
+
     torch.set_num_threads(cfg.threads)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -148,7 +157,36 @@ def train(out_dir: str | os.PathLike, cfg: TrainConfig | None = None, *, example
                   minutes=round((time.time() - t0) / 60, 2),
                   command=f"persona-steer toy train --steps {cfg.steps} --seed {cfg.seed}")
     atomic_write_text(tmp / "train_info.json", json.dumps(record, indent=1))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
-    log(f"saved {out_dir} (final loss {record['final_loss']:.4f}, {record['minutes']} min)")
+    log(f"final loss {record['final_loss']:.4f}, {record['minutes']} min")
+    atomic_write_text(tmp / "train_log.txt", "\n".join(lines) + "\n")
+    _carry_vectors(out_dir, tmp, echo)
+    _swap_in(tmp, out_dir)
+    echo(f"saved {out_dir}")
     return record
+
+
+def _carry_vectors(old: Path, new: Path, log) -> None:
+    """Vectors belong to the weights they were extracted from: keep the old folder's vectors/
+    when the new weights are byte-identical (a rebuild with the same seed), else say they are gone."""
+    vec = old / VECTORS_DIR
+    if not vec.is_dir():
+        return
+    same = (old / "model.safetensors").is_file() and \
+        (old / "model.safetensors").read_bytes() == (new / "model.safetensors").read_bytes()
+    if same:
+        shutil.copytree(vec, new / VECTORS_DIR)
+        log(f"weights unchanged: kept {vec}")
+    else:
+        log(f"the vectors in {vec} were made for the old weights and are not kept; "
+            "rebuild the demo set with `persona-steer toy vectors`")
+
+
+def _swap_in(tmp: Path, out_dir: Path) -> None:
+    """Replace out_dir by tmp with two renames: at every moment one complete model is on disk
+    (out_dir, or out_dir.old if the process dies between the renames)."""
+    old = out_dir.with_name(out_dir.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)

@@ -23,6 +23,10 @@ def test_train_tiny_runs_loss_falls_and_loads(tmp_path):
     rec = train(out, cfg, examples=examples, log=logs.append)
     assert rec["final_loss"] < rec["first_loss"] - 1.0, rec
     assert any("step 30/30" in m for m in logs)
+    # the folder keeps the run's own log: what was printed, up to the final loss
+    log_lines = (out / "train_log.txt").read_text().splitlines()
+    assert log_lines[0].startswith("corpus: 48 examples") and "step 30/30" in log_lines[-2]
+    assert log_lines[-1].startswith("final loss") and log_lines == logs[:len(log_lines)]
     for f in ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json",
               "train_info.json"):
         assert (out / f).exists(), f
@@ -53,3 +57,28 @@ def test_train_is_deterministic(tmp_path):
     b = train(tmp_path / "b", cfg, examples=examples, log=lambda m: None)
     assert a["loss_curve"] == b["loss_curve"]
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
+def test_retrain_keeps_vectors_only_for_identical_weights(tmp_path):
+    """Rebuilding the shipped model with its seed keeps the demo vectors (they still fit the
+    weights); another seed drops them and says how to rebuild them. No .old/.training is left."""
+    examples = corpus.generate(16, seed=2)
+    cfg = TrainConfig(steps=2, batch_size=4, warmup=1, seed=7, vocab_size=500, dims=dict(TINY),
+                      log_every=10, bf16=False)
+    out = tmp_path / "model"
+    train(out, cfg, examples=examples, log=lambda m: None)
+    (out / "vectors" / "personas").mkdir(parents=True)
+    (out / "vectors" / "personas" / "pirate.safetensors").write_bytes(b"demo")
+
+    logs: list[str] = []
+    train(out, cfg, examples=examples, log=logs.append)
+    assert (out / "vectors" / "personas" / "pirate.safetensors").read_bytes() == b"demo"
+    assert any("weights unchanged" in m for m in logs)
+
+    logs.clear()
+    cfg.seed = 8
+    train(out, cfg, examples=examples, log=logs.append)
+    assert not (out / "vectors").exists()
+    assert any("persona-steer toy vectors" in m for m in logs)
+    assert json.loads((out / "train_info.json").read_text())["config"]["seed"] == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
