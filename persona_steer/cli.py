@@ -43,13 +43,37 @@ def penalties_from_args(args, clients) -> dict[str, float]:
     return out
 
 
+CONFIG_HELP = "config file (default: ./config.yaml or $PERSONA_STEER_CONFIG)"
+SET_HELP = "override a config value for this run, e.g. --set server.port=9000"
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """--config/--set after the command too (`persona-steer serve --set server.port=9000`): the
+    subcommand's copies go to their own names, which main() merges after the global ones."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sp in action.choices.values():
+                sp.add_argument("--config", dest="config_after", default=argparse.SUPPRESS, metavar="CONFIG",
+                                help=CONFIG_HELP)
+                sp.add_argument("--set", dest="overrides_after", action="append",
+                                default=argparse.SUPPRESS, metavar="KEY=VALUE", help=SET_HELP)
+                _add_config_options(sp)
+
+
+def _merge_config_options(args: argparse.Namespace) -> None:
+    args.overrides = args.overrides + getattr(args, "overrides_after", [])
+    args.config = getattr(args, "config_after", args.config)
+    for name in ("overrides_after", "config_after"):
+        args.__dict__.pop(name, None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="persona-steer",
         description="Steer a Qwen3 model's personality per request inside vLLM.")
-    parser.add_argument("--config", help="config file (default: ./config.yaml or $PERSONA_STEER_CONFIG)")
+    parser.add_argument("--config", help=CONFIG_HELP)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value for this run, e.g. --set server.port=9000")
+                        help=SET_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for mod_name in COMMAND_MODULES:
@@ -60,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # that area is not built yet
             raise
         mod.register(sub)
+    _add_config_options(parser)
     return parser
 
 
@@ -71,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    _merge_config_options(args)
     try:
         rc = args.func(args)
     except KeyboardInterrupt:

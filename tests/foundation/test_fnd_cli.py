@@ -57,6 +57,22 @@ def test_config_show_with_file_env_and_set(cfg):
     assert set(shown) == {"model", "extraction", "steering", "server", "clients", "paths"}
 
 
+def test_config_options_also_after_the_command(cfg, tmp_path):
+    """`persona-steer serve --set ...` works as users type it: --config and --set after the
+    command (nested ones too) merge with the global ones, the later --set winning."""
+    res = run_cli("--set", "server.port=9100", "--set", "steering.default_strength=0.7",
+                  "config", "show", "--config", str(cfg), "--set", "server.port=9101")
+    assert res.returncode == 0, res.stderr
+    shown = yaml.safe_load(res.stdout)
+    assert shown["server"]["port"] == 9101 and shown["steering"]["default_strength"] == 0.7
+    assert shown["model"]["name"] == yaml.safe_load(cfg.read_text())["model"]["name"]
+
+    ns = build_parser().parse_args(["toy", "train", "--set", "a.b=1", "--config", "c.yaml"])
+    assert ns.overrides_after == ["a.b=1"] and ns.config_after == "c.yaml"
+    res = run_cli("config", "show", "--set", "model.dtype=int3")
+    assert res.returncode == 2 and "model.dtype" in res.stderr and "Traceback" not in res.stderr
+
+
 def test_config_set_and_refusal(cfg):
     before_comments = [l for l in cfg.read_text().splitlines() if "#" in l and ":" not in l]
     res = run_cli("--config", str(cfg), "config", "set", "steering.layers", "[1, 2]")
