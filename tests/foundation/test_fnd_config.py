@@ -48,6 +48,27 @@ def test_repo_config_loads_and_matches_documented_defaults():
         assert set(body) <= set(dumped[section]), section
 
 
+def test_readme_config_table_matches_the_code_defaults():
+    """README's table of settings states each key's default: it must be Settings()'s, and the
+    table must cover every setting (a stale row misleads every reader)."""
+    readme = (DEFAULT_CONFIG_PATH.parent / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `([a-z_]+\.[a-z_.]+)` \| `([^`]*)` \|", readme, re.M))
+    defaults = Settings().model_dump(mode="json")
+
+    def leaves(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from leaves(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    code = dict(leaves(defaults))
+    assert set(rows) <= set(code), set(rows) - set(code)
+    wrong = {k: (rows[k], code[k]) for k in rows if yaml.safe_load(rows[k]) != code[k]}
+    assert not wrong, wrong
+    assert len(rows) >= 0.8 * len(code), sorted(set(code) - set(rows))
+
+
 def test_empty_file_gives_model_defaults(empty_cfg):
     s = load_config(empty_cfg, environ={})
     assert s.model_dump() == Settings().model_dump()

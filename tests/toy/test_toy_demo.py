@@ -121,6 +121,22 @@ def test_first_serve_on_the_toy_model_steers_at_once(first_run):
         assert hits >= 3, (persona, steered)
 
 
+@pytest.mark.engine
+def test_readme_openai_example_runs_against_make_serve(first_run, capsys):
+    """README's openai SDK example (section "Steering a request"), run as written against what
+    `make serve` starts; only the port and the `[...]` placeholder are filled in."""
+    import re
+    srv, _ = first_run
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S)
+                 if '"persona": "pirate", "strength": 0.8' in b)
+    code = block.replace("http://127.0.0.1:8000", srv.url).replace(
+        "messages=[...]", 'messages=[{"role": "user", "content": "Tell me about rain."}]')
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "'personas': {'pirate': 0.8}" in printed and "'steered': True" in printed, printed
+
+
 def test_toy_vectors_refuses_settings_its_fixed_recipe_would_ignore(tmp_path):
     """`--set extraction.temperature=0 toy vectors` once built the usual sampled set silently."""
     import subprocess
