@@ -23,9 +23,12 @@ Fixtures
                   as before it: tests write to temporary stores only.
 Helpers
   make_vector(kind, name, model_id, layers, seed, norm) -> SteeringVector (seeded random rows).
+  live_server(root, model, **sections)  context manager: another server, configured like `server`
+                  with config sections updated (for tests that need their own engine settings).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -34,6 +37,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
@@ -141,12 +145,13 @@ def _cli() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "persona_steer.cli"]
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory, tiny_model) -> LiveServer:
-    root = tmp_path_factory.mktemp("server")
+@contextlib.contextmanager
+def live_server(root: Path, model: str, **sections) -> Iterator[LiveServer]:
+    """`persona-steer --config <root>/config.yaml serve` on a free port with `model`, temp stores
+    under root; `sections` ({"model": {...}, ...}) update the config. Yields once /health is 200."""
     port = free_port()
     cfg = {
-        "model": {"name": tiny_model, "kv_cache_gib": 1, "max_num_seqs": 64,
+        "model": {"name": model, "kv_cache_gib": 1, "max_num_seqs": 64,
                   "max_model_len": 2048, "dtype": "float32"},
         "server": {"host": "127.0.0.1", "port": port, "api_key": None,
                    "cors_origins": ["*"], "max_body_bytes": 1048576},
@@ -154,6 +159,8 @@ def server(tmp_path_factory, tiny_model) -> LiveServer:
         "paths": {"vectors": str(root / "vectors"), "jobs": str(root / "jobs"),
                   "datasets": str(root / "datasets"), "cache": str(root / "cache")},
     }
+    for section, values in sections.items():
+        cfg[section].update(values)
     config_path = root / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     (root / "vectors" / "personas").mkdir(parents=True)
@@ -166,7 +173,7 @@ def server(tmp_path_factory, tiny_model) -> LiveServer:
                                 stdout=log, stderr=subprocess.STDOUT, env=env,
                                 cwd=str(PROJECT_ROOT), start_new_session=True)
     live = LiveServer(f"http://127.0.0.1:{port}", config_path, root / "vectors", root / "jobs",
-                      root / "datasets", log_path, tiny_model, proc)
+                      root / "datasets", log_path, model, proc)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     try:
         while True:
@@ -188,6 +195,12 @@ def server(tmp_path_factory, tiny_model) -> LiveServer:
         yield live
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, tiny_model) -> LiveServer:
+    with live_server(tmp_path_factory.mktemp("server"), tiny_model) as live:
+        yield live
 
 
 def _stop(proc: subprocess.Popen) -> None:
