@@ -43,6 +43,9 @@ class ModelSettings(_Section):
     enforce_eager: bool = False
     kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU")
     max_num_seqs: int = Field(64, ge=1, le=1024)
+    generation_config: Literal["auto", "vllm"] = Field(
+        "auto", description="defaults for sampling fields a request leaves out: auto = the "
+                            "model's generation_config.json, as `vllm serve` does; vllm = OpenAI's")
     cpu_wait_us: float = Field(20.0, ge=0, le=10000,
                                description="CPU only: engine processes sleep this long between "
                                            "checks for the next step instead of spinning; 0 spins")

@@ -173,13 +173,15 @@ def text_prompt(state: ServerState, prompt: Any) -> list[int]:
 
 
 def max_tokens_for(state: ServerState, n_prompt: int, requested: Optional[int]) -> int:
+    """The request's max_tokens, checked against the context; left out: the model's default
+    (generation_config's max_new_tokens), at most what the context leaves."""
     limit = state.settings.model.max_model_len
     if n_prompt >= limit:
         raise APIError(400, f"the prompt has {n_prompt} tokens; this model's context is {limit}",
                        param="messages", code="context_length_exceeded")
     room = limit - n_prompt
     if requested is None:
-        return room
+        return min(room, state.sampling_defaults.get("max_tokens") or room)
     if requested > room:
         raise APIError(400, f"max_tokens={requested} plus the prompt's {n_prompt} tokens exceeds "
                             f"the context length {limit} (at most {room})", param="max_tokens",
@@ -187,8 +189,17 @@ def max_tokens_for(state: ServerState, n_prompt: int, requested: Optional[int]) 
     return requested
 
 
+# OpenAI's values for the sampling fields a request leaves out, where the model's generation config
+# sets none (vLLM's ChatCompletionRequest uses the same: request, then model default, then these)
+OPENAI_SAMPLING_DEFAULTS: dict[str, float] = {
+    "temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0,
+    "presence_penalty": 0.0, "frequency_penalty": 0.0, "repetition_penalty": 1.0}
+
+
 def sampling_params(req: Any, max_tokens: int, steering: Steering, *, stream: bool,
-                    logprobs: Optional[int], skip_special_tokens: bool = True):
+                    logprobs: Optional[int], skip_special_tokens: bool = True,
+                    defaults: Optional[dict] = None):
+    """vLLM SamplingParams for a request; `defaults` are the model's (ServerState.sampling_defaults)."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
@@ -203,13 +214,13 @@ def sampling_params(req: Any, max_tokens: int, steering: Steering, *, stream: bo
             raise APIError(400, "response_format.json_schema.schema must be a JSON schema object",
                            param="response_format")
         structured = StructuredOutputsParams(json=schema)
+    defaults = defaults or {}
+    picked = {name: value if (value := getattr(req, name, None)) is not None
+              else defaults.get(name, openai_default)
+              for name, openai_default in OPENAI_SAMPLING_DEFAULTS.items()}
     kw: dict[str, Any] = dict(
-        n=req.n, max_tokens=max_tokens,
-        temperature=1.0 if req.temperature is None else req.temperature,
-        top_p=1.0 if req.top_p is None else req.top_p,
+        n=req.n, max_tokens=max_tokens, **picked,
         seed=req.seed, stop=req.stop, logprobs=logprobs,
-        presence_penalty=req.presence_penalty or 0.0,
-        frequency_penalty=req.frequency_penalty or 0.0,
         skip_special_tokens=skip_special_tokens,
         ignore_eos=bool(getattr(req, "ignore_eos", False)),
         output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,

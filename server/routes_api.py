@@ -85,6 +85,8 @@ async def status(request: Request):
         "auth": state.api_key is not None,
         # what the bundled web page sends unless the user changes it (config `clients`)
         "client_defaults": state.settings.clients.model_dump(),
+        # what a request that leaves a sampling field out gets (model.generation_config)
+        "sampling_defaults": state.sampling_defaults,
     }
 
 
@@ -270,7 +272,8 @@ async def simple_chat_events(state: ServerState, req: SimpleChatRequest) -> Asyn
     ids, text = g.chat_prompt(state, req.to_messages(), kwargs)
     max_tokens = g.max_tokens_for(state, len(ids), req.max_tokens)
     params = g.sampling_params(req_like(req), max_tokens, steering, stream=True, logprobs=None,
-                               skip_special_tokens=not state.think.tags_special)
+                               skip_special_tokens=not state.think.tags_special,
+                               defaults=state.sampling_defaults)
     rid = g.new_id("chat")
     sp = g.ThinkSplitter(state.think, text.rstrip("\n").endswith(g.THINK_START))
     yield {"type": "start", "id": rid, "steering": steering.applied}

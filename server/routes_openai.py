@@ -152,7 +152,8 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
     top = req.top_logprobs or 0
     params = g.sampling_params(req, max_tokens, steering, stream=req.stream,
                                logprobs=top if req.logprobs else None,
-                               skip_special_tokens=not state.think.tags_special)
+                               skip_special_tokens=not state.think.tags_special,
+                               defaults=state.sampling_defaults)
     start_reasoning = text.rstrip("\n").endswith(g.THINK_START)
     rid = g.new_id("chatcmpl")
     model = req.model or state.model_id
@@ -232,7 +233,8 @@ async def completions(req: CompletionRequest, request: Request):
     top = req.logprobs or 0
     params = g.sampling_params(req, max_tokens, steering, stream=req.stream,
                                logprobs=req.logprobs,
-                               skip_special_tokens=req.skip_special_tokens is not False)
+                               skip_special_tokens=req.skip_special_tokens is not False,
+                               defaults=state.sampling_defaults)
     rid = g.new_id("cmpl")
     model = req.model or state.model_id
     created = g.now()

@@ -51,7 +51,10 @@ class SamplingFields(BaseModel):
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
     user: Optional[str] = None
-    # vLLM extensions
+    # vLLM extensions (the openai SDK sends them through extra_body)
+    top_k: Optional[int] = Field(None, ge=-1)
+    min_p: Optional[float] = Field(None, ge=0, le=1)
+    repetition_penalty: Optional[float] = Field(None, gt=0, le=2)
     return_token_ids: bool = False
     skip_special_tokens: Optional[bool] = None
     ignore_eos: bool = False

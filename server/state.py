@@ -66,6 +66,7 @@ class ServerState:
     api_key: Optional[str] = None
     api_key_from_flag: bool = False             # --api-key given: SIGHUP keeps it
     think: Any = None                           # server.generation.ThinkConfig
+    sampling_defaults: dict = field(default_factory=dict)   # from the model's generation config
 
     def __post_init__(self) -> None:
         self.store = VectorStore(self.settings.path("vectors"))
@@ -160,6 +161,8 @@ def configure_from_engine(state: ServerState, engine) -> None:
         steerable_layers=tuple(resolve_layers(state.settings.steering.layers, num_layers)))
     state.tokenizer = engine.get_tokenizer()
     state.think = ThinkConfig.from_tokenizer(state.tokenizer)
+    # what vLLM's own server uses for fields a request leaves out (model.generation_config)
+    state.sampling_defaults = dict(engine.model_config.get_diff_sampling_param())
     if state.model_path is None:
         state.model_path = str(engine.model_config.model)
 

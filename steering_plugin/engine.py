@@ -52,6 +52,7 @@ def engine_kwargs(settings: Settings, model_path: str, **extra: Any) -> dict[str
         gpu_memory_utilization=m.gpu_memory_utilization,
         hf_overrides=steering_overrides(settings),
         seed=settings.extraction.seed,
+        generation_config=m.generation_config,
     )
     if _on_cpu():
         # vLLM 0.32 on CPU kills the engine when a request with its own `seed` has its prefill
