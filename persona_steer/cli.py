@@ -53,8 +53,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sp in action.choices.values():
-                sp.add_argument("--config", dest="config_after", default=argparse.SUPPRESS, metavar="CONFIG",
-                                help=CONFIG_HELP)
+                sp.add_argument("--config", dest="config_after", default=argparse.SUPPRESS,
+                                metavar="CONFIG", help=CONFIG_HELP)
                 sp.add_argument("--set", dest="overrides_after", action="append",
                                 default=argparse.SUPPRESS, metavar="KEY=VALUE", help=SET_HELP)
                 _add_config_options(sp)
