@@ -364,6 +364,11 @@ async function refreshStatus() {
     const value = (st.client_defaults || {})[field];
     if (typeof value === "number" && !$(id).dataset.touched) $(id).value = String(value);
   }
+  // a model that ships a default temperature (Qwen3: 0.6) gets it, as `vllm serve` would give it
+  const temperature = (st.sampling_defaults || {}).temperature;
+  if (typeof temperature === "number" && !$("temperature").dataset.touched) {
+    $("temperature").value = String(temperature);
+  }
   updateCurrent();
 }
 
@@ -866,7 +871,7 @@ function init() {
   $("sim-show").addEventListener("click", showSimilarity);
   $("equalize-form").addEventListener("submit", equalizePersonas);
   $("sim-layer").addEventListener("input", () => { $("sim-layer").dataset.touched = "1"; });
-  for (const id of Object.values(PENALTY_FIELDS)) {
+  for (const id of [...Object.values(PENALTY_FIELDS), "temperature"]) {
     $(id).addEventListener("input", () => { $(id).dataset.touched = "1"; });
   }
   refreshAll();

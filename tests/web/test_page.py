@@ -133,6 +133,8 @@ def test_penalties_come_from_config_and_reach_the_request(page, client):
     assert defaults == {"presence_penalty": 0.5, "frequency_penalty": 0.0}
     assert float(page.input_value("#presence-penalty")) == 0.5
     assert float(page.input_value("#frequency-penalty")) == 0.0
+    # the tiny model sets no sampling defaults: the page keeps its own temperature
+    assert client.status()["sampling_defaults"] == {} and page.input_value("#temperature") == "0.7"
     page.fill("#max-tokens", "4")
     send(page, "Hello")
     wait_reply_done(page)

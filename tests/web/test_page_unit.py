@@ -28,6 +28,7 @@ class FakeAPI:
     def __init__(self, key: str | None = None):
         self.key = key
         self.seen: list[tuple[str, str | None]] = []     # (path, Authorization header)
+        self.status_extra: dict = {}                       # more /api/status fields
         self.reply = sse(chunk({"role": "assistant", "content": ""}),
                          chunk({"reasoning_content": "Let me think"}),
                          chunk({"reasoning_content": " about it."}),
@@ -48,7 +49,8 @@ class FakeAPI:
                 "param": None, "code": "invalid_api_key"}})
         if path == "/api/status":
             return route.fulfill(json={"model": "m", "engine": "ready", "steering_scale": 1.0,
-                                       "loaded": {"personas": [], "traits": []}})
+                                       "loaded": {"personas": [], "traits": []},
+                                       **self.status_extra})
         if path in ("/api/personas", "/api/traits"):
             return route.fulfill(json={path.split("/")[-1]: []})
         if path == "/v1/models":
@@ -126,3 +128,22 @@ def test_stream_error_event_is_rendered(fake_page):
     assert "engine died" in pg.inner_text(".msg.error-msg")
     assert "engine died" in pg.inner_text("#error")
     assert pg.is_enabled("#send")
+
+
+def test_temperature_starts_from_the_models_default(fake_page):
+    """A model whose generation_config sets a temperature (status `sampling_defaults`) fills the
+    page's field, as `vllm serve` would use it; the user's own value survives a status refresh."""
+    pg = fake_page
+    pg.api.status_extra = {"sampling_defaults": {"temperature": 0.6, "top_k": 20}}
+    bodies = []
+    pg.on("request", lambda r: bodies.append(json.loads(r.post_data))
+          if r.url.endswith("/v1/chat/completions") else None)
+    pg.goto(BASE + "/")
+    pg.wait_for_function("document.getElementById('temperature').value === '0.6'")
+    pg.fill("#message", "hi")
+    pg.keyboard.press("Enter")
+    pg.wait_for_selector(".msg.assistant:not(.streaming) .meta:not(:empty)")
+    assert bodies[-1]["temperature"] == 0.6
+    pg.fill("#temperature", "0.9")
+    pg.evaluate("refreshStatus()")
+    assert pg.input_value("#temperature") == "0.9"
