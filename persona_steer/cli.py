@@ -43,6 +43,14 @@ def penalties_from_args(args, clients) -> dict[str, float]:
     return out
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """A usage error is one line, like every other CLI error, pointing at --help for the usage.
+    Subcommand parsers are made from the parent's class, so this covers every command."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 CONFIG_HELP = "config file (default: ./config.yaml or $PERSONA_STEER_CONFIG)"
 SET_HELP = "override a config value for this run, e.g. --set server.port=9000"
 
@@ -68,7 +76,7 @@ def _merge_config_options(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="persona-steer",
         description="Steer a Qwen3 model's personality per request inside vLLM.")
     parser.add_argument("--config", help=CONFIG_HELP)

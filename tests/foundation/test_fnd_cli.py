@@ -73,6 +73,20 @@ def test_config_options_also_after_the_command(cfg, tmp_path):
     assert res.returncode == 2 and "model.dtype" in res.stderr and "Traceback" not in res.stderr
 
 
+@pytest.mark.parametrize("argv,expected", [
+    (["generate", "Hi", "--strength", "abc"], "argument --strength: invalid float value: 'abc'"),
+    (["toy", "train", "--steps", "x"], "argument --steps: invalid int value: 'x'"),
+    (["bogus"], "invalid choice: 'bogus'"),
+    (["generate"], "the following arguments are required: prompt"),
+])
+def test_usage_errors_are_one_line(argv, expected):
+    """Like every other CLI error: one line, exit 2, pointing at the command's --help."""
+    res = run_cli(*argv)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "--help`)" in lines[0], res.stderr
+
+
 def test_config_set_and_refusal(cfg):
     before_comments = [l for l in cfg.read_text().splitlines() if "#" in l and ":" not in l]
     res = run_cli("--config", str(cfg), "config", "set", "steering.layers", "[1, 2]")
