@@ -32,11 +32,19 @@ def _run(fn, *a, **kw):
 
 
 def _summary(vec) -> str:
-    sep = vec.meta_json("separation", {}) or {}
+    sep = vec.meta_json("separation", {}) or {}        # measured on every layer, not only the stored
     best = max(sep, key=lambda k: sep[k]) if sep else None
     extra = f", best separation {sep[best]:.2f} at layer {best}" if best is not None else ""
+    stored = vec.layers.tolist()
+    if best is not None and int(best) not in stored:
+        extra += (f" (not stored: extraction.target_layers gave {_layer_list(stored)}; "
+                  f"`persona-steer info {vec.name}` shows every layer)")
     return (f"{vec.kind} '{vec.name}': {vec.vectors.shape[0]} layers, hidden {vec.hidden_size}, "
             f"{vec.metadata.get('position', '')}{extra}")
+
+
+def _layer_list(layers: list[int]) -> str:
+    return str(layers) if len(layers) <= 6 else f"{len(layers)} layers, {layers[0]}-{layers[-1]}"
 
 
 # ----------------------------------------------------------------------------------- commands

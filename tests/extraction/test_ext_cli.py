@@ -79,3 +79,25 @@ def test_create_and_info_plot_with_hf_backend(cli_root, capsys, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     # The same store through the settings loader the server uses.
     assert VectorStore(ext_settings(cli_root).path("vectors")).names("persona") == ["robot"]
+
+
+def test_summary_says_when_the_best_layer_was_not_stored():
+    """Separation is measured on every layer; the summary points at a better layer that
+    extraction.target_layers left out, and says nothing extra when the best one is stored."""
+    import json
+
+    import torch
+
+    from extraction.cli import _summary
+    from persona_steer.vector_format import SteeringVector
+
+    def vec(sep):
+        return SteeringVector.build("trait", "happy", {0: torch.ones(8), 1: torch.ones(8)},
+                                    model="m", metadata={"separation": json.dumps(sep),
+                                                         "position": "response_mean"})
+
+    text = _summary(vec({"0": 1.0, "1": 1.2, "3": 1.7}))
+    assert text.startswith("trait 'happy': 2 layers, hidden 8, response_mean, best separation "
+                           "1.70 at layer 3 (not stored: extraction.target_layers gave [0, 1]")
+    assert "persona-steer info happy" in text
+    assert _summary(vec({"0": 1.0, "1": 1.9, "3": 1.7})).endswith("best separation 1.90 at layer 1")
