@@ -223,6 +223,9 @@ def sampling_params(req: Any, max_tokens: int, steering: Steering, *, stream: bo
         seed=req.seed, stop=req.stop, logprobs=logprobs,
         skip_special_tokens=skip_special_tokens,
         ignore_eos=bool(getattr(req, "ignore_eos", False)),
+        # token ids past the vocabulary are refused by vLLM's own check (a 400 naming logit_bias)
+        logit_bias={int(t): b for t, b in lb.items()} if (lb := getattr(req, "logit_bias", None))
+        else None,
         output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
         structured_outputs=structured,
     )
@@ -303,7 +306,8 @@ def engine_error(err: BaseException) -> APIError:
     for x in chain:
         xn = {c.__name__ for c in type(x).__mro__}
         if xn & {"VLLMValidationError", "VLLMClientError", "ValueError", "SteeringSpecError"}:
-            return APIError(400, str(x) or type(x).__name__, code="invalid_request")
+            return APIError(400, str(x) or type(x).__name__, code="invalid_request",
+                            param=getattr(x, "parameter", None))
         if "VectorNotFound" in xn or "KeyError" in xn and "not found" in str(x):
             return APIError(404, str(x))
     root = chain[-1]

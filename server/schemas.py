@@ -48,6 +48,7 @@ class SamplingFields(BaseModel):
     seed: Optional[int] = None
     presence_penalty: Optional[float] = Field(None, ge=-2, le=2)
     frequency_penalty: Optional[float] = Field(None, ge=-2, le=2)
+    logit_bias: Optional[dict[str, float]] = None       # {token id: -100..100}, as OpenAI
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
     user: Optional[str] = None
@@ -58,6 +59,16 @@ class SamplingFields(BaseModel):
     return_token_ids: bool = False
     skip_special_tokens: Optional[bool] = None
     ignore_eos: bool = False
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _logit_bias(cls, v):
+        for token, bias in (v or {}).items():
+            if not token.isdigit():
+                raise ValueError(f"keys are token ids (whole numbers >= 0), got {token!r}")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"bias for token {token} must be between -100 and 100, got {bias}")
+        return v
 
     @field_validator("stop")
     @classmethod

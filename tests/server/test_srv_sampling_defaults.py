@@ -122,3 +122,28 @@ def test_generation_config_setting_reaches_the_engine_args(tmp_path):
         assert engine_kwargs(s, "some/model")["generation_config"] == value
     with pytest.raises(ConfigError, match="generation_config"):
         load_config(overrides={"model.generation_config": "/some/dir"}, environ={})
+
+
+@pytest.mark.engine
+def test_logit_bias_reaches_the_engine_and_bad_values_are_400(server):
+    """OpenAI's logit_bias ({token id: -100..100}): +100 makes greedy pick that token every time,
+    -100 bans the token greedy picked first; bad keys, values and out-of-vocab ids are 400."""
+    def completion(**fields):
+        r = httpx.post(server.url + "/v1/completions", timeout=60, json={
+            "prompt": "The sea", "max_tokens": 4, "temperature": 0, "return_token_ids": True,
+            **fields})
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]["token_ids"]
+
+    greedy = completion()
+    assert completion(logit_bias={"100": 100}) == [100] * 4
+    banned = completion(logit_bias={str(greedy[0]): -100})
+    assert greedy[0] not in banned, (greedy, banned)
+
+    for bias, needle in (({"abc": 1}, "token ids"), ({"5": 500}, "between -100 and 100"),
+                         ({"99999999": 5}, "out-of-vocab")):
+        r = httpx.post(server.url + "/v1/chat/completions", timeout=60, json={
+            "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "logit_bias": bias})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["param"].startswith("logit_bias") and needle in err["message"], err
