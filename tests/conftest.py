@@ -23,8 +23,8 @@ Fixtures
                   as before it: tests write to temporary stores only.
 Helpers
   make_vector(kind, name, model_id, layers, seed, norm) -> SteeringVector (seeded random rows).
-  live_server(root, model, **sections)  context manager: another server, configured like `server`
-                  with config sections updated (for tests that need their own engine settings).
+  live_server(root, model)  context manager: another server configured like `server`, on another
+                  model (for tests that need an engine of their own).
 """
 from __future__ import annotations
 
@@ -146,9 +146,9 @@ def _cli() -> list[str]:
 
 
 @contextlib.contextmanager
-def live_server(root: Path, model: str, **sections) -> Iterator[LiveServer]:
-    """`persona-steer --config <root>/config.yaml serve` on a free port with `model`, temp stores
-    under root; `sections` ({"model": {...}, ...}) update the config. Yields once /health is 200."""
+def live_server(root: Path, model: str) -> Iterator[LiveServer]:
+    """`persona-steer --config <root>/config.yaml serve` on a free port with `model` and temp
+    stores under root. Yields once /health is 200."""
     port = free_port()
     cfg = {
         "model": {"name": model, "kv_cache_gib": 1, "max_num_seqs": 64,
@@ -159,8 +159,6 @@ def live_server(root: Path, model: str, **sections) -> Iterator[LiveServer]:
         "paths": {"vectors": str(root / "vectors"), "jobs": str(root / "jobs"),
                   "datasets": str(root / "datasets"), "cache": str(root / "cache")},
     }
-    for section, values in sections.items():
-        cfg[section].update(values)
     config_path = root / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     (root / "vectors" / "personas").mkdir(parents=True)

@@ -84,6 +84,13 @@ const nameOf = (e) => (typeof e === "string" ? e : e.name);
 const fmt = (x) => (Math.round(x * 100) / 100).toString();
 // OpenAI request field -> its input under the message box
 const PENALTY_FIELDS = { presence_penalty: "presence-penalty", frequency_penalty: "frequency-penalty" };
+// inputs that /api/status fills until the user edits them: [status section, field, input id].
+// client_defaults: what the bundled clients send (config `clients`); sampling_defaults: the
+// model's own generation config (Qwen3: temperature 0.6), as `vllm serve` would use it
+const STATUS_FILLED = [
+  ...Object.entries(PENALTY_FIELDS).map(([field, id]) => ["client_defaults", field, id]),
+  ["sampling_defaults", "temperature", "temperature"],
+];
 
 // ---------------------------------------------------------------- markdown (safe subset)
 function escapeHtml(s) {
@@ -359,15 +366,9 @@ async function refreshStatus() {
     layer.max = String(st.num_layers - 1);
     if (!layer.dataset.touched) layer.value = String(Math.floor(st.num_layers / 2));
   }
-  // the server's config says what the bundled clients send (config `clients`)
-  for (const [field, id] of Object.entries(PENALTY_FIELDS)) {
-    const value = (st.client_defaults || {})[field];
+  for (const [section, field, id] of STATUS_FILLED) {
+    const value = (st[section] || {})[field];
     if (typeof value === "number" && !$(id).dataset.touched) $(id).value = String(value);
-  }
-  // a model that ships a default temperature (Qwen3: 0.6) gets it, as `vllm serve` would give it
-  const temperature = (st.sampling_defaults || {}).temperature;
-  if (typeof temperature === "number" && !$("temperature").dataset.touched) {
-    $("temperature").value = String(temperature);
   }
   updateCurrent();
 }
@@ -871,7 +872,7 @@ function init() {
   $("sim-show").addEventListener("click", showSimilarity);
   $("equalize-form").addEventListener("submit", equalizePersonas);
   $("sim-layer").addEventListener("input", () => { $("sim-layer").dataset.touched = "1"; });
-  for (const id of [...Object.values(PENALTY_FIELDS), "temperature"]) {
+  for (const [, , id] of STATUS_FILLED) {
     $(id).addEventListener("input", () => { $(id).dataset.touched = "1"; });
   }
   refreshAll();
