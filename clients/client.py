@@ -31,7 +31,24 @@ def _openai():
 
 _KIND_PATH = {"persona": "personas", "trait": "traits"}
 FINISHED_JOB_STATES = ("done", "succeeded", "success", "completed", "failed", "error", "cancelled")
-DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=5.0)
+DEFAULT_TIMEOUT_S = 120.0   # read/write/pool, per request (a long generation streams within it)
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _timeout_seconds(timeout: Any) -> tuple[float | None, float]:
+    """(read, connect) seconds from a number, None (the default) or any Timeout-like object.
+
+    The client hands each library only plain numbers or that library's own Timeout type:
+    openai 3.x runs on httpx2 and refuses an httpx.Timeout."""
+    if timeout is None:
+        return DEFAULT_TIMEOUT_S, CONNECT_TIMEOUT_S
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        return float(timeout), CONNECT_TIMEOUT_S
+    if hasattr(timeout, "read") and hasattr(timeout, "connect"):  # httpx's, httpx2's, openai's
+        connect = CONNECT_TIMEOUT_S if timeout.connect is None else float(timeout.connect)
+        return timeout.read, connect
+    raise PersonaSteerError(f"timeout must be a number of seconds, got {timeout!r}",
+                            param="timeout")
 
 
 class PersonaSteerError(Exception):
@@ -233,7 +250,7 @@ def _messages(messages: str | Sequence[Mapping[str, Any]], system: str | None) -
 
 class _Base:
     def __init__(self, base_url: str | None = None, api_key: str | None = None,
-                 timeout: float | httpx.Timeout | None = None):
+                 timeout: float | None = None):
         if base_url is None:
             from persona_steer.config import load_config
             settings = load_config()
@@ -245,17 +262,23 @@ class _Base:
             raise PersonaSteerError(f"server URL must start with http:// or https://, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
-        self.timeout = timeout if timeout is not None else DEFAULT_TIMEOUT
+        self.read_timeout_s, self.connect_timeout_s = _timeout_seconds(timeout)
         self._model: str | None = None
 
     @property
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
+    @property
+    def _httpx_timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(self.read_timeout_s, connect=self.connect_timeout_s)
+
     def _openai_kwargs(self) -> dict:
-        """Arguments for the openai SDK's client pointed at this server's /v1."""
+        """Arguments for the openai SDK's client pointed at this server's /v1 (any major: the
+        timeout is the SDK's own Timeout type, built from plain numbers)."""
+        timeout = _openai().Timeout(self.read_timeout_s, connect=self.connect_timeout_s)
         return dict(base_url=self.base_url + "/v1", api_key=self.api_key or "none",
-                    timeout=self.timeout, max_retries=0)
+                    timeout=timeout, max_retries=0)
 
     @staticmethod
     def _vector_path(kind: str, name: str, suffix: str = "") -> str:
@@ -296,9 +319,10 @@ class PersonaSteerClient(_Base):
     """Synchronous client. Use as a context manager or call close()."""
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None,
-                 timeout: float | httpx.Timeout | None = None):
+                 timeout: float | None = None):
         super().__init__(base_url, api_key, timeout)
-        self.http = httpx.Client(base_url=self.base_url, headers=self._headers, timeout=self.timeout)
+        self.http = httpx.Client(base_url=self.base_url, headers=self._headers,
+                                 timeout=self._httpx_timeout)
         self._openai_client = None
 
     @property
@@ -437,7 +461,7 @@ class PersonaSteerClient(_Base):
         """The job's SSE progress events as dicts, until the server closes the stream."""
         try:
             with self.http.stream("GET", f"/api/jobs/{job_id}/events",
-                                  timeout=httpx.Timeout(None, connect=5.0)) as resp:
+                                  timeout=httpx.Timeout(None, connect=self.connect_timeout_s)) as resp:
                 if resp.status_code >= 400:
                     resp.read()
                     raise _error_from_response(resp)
@@ -532,10 +556,10 @@ class AsyncPersonaSteerClient(_Base):
     wait_job."""
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None,
-                 timeout: float | httpx.Timeout | None = None):
+                 timeout: float | None = None):
         super().__init__(base_url, api_key, timeout)
         self.http = httpx.AsyncClient(base_url=self.base_url, headers=self._headers,
-                                      timeout=self.timeout)
+                                      timeout=self._httpx_timeout)
         self._openai_client = None
 
     @property
