@@ -12,7 +12,12 @@ def settings_from(args: argparse.Namespace):
 
 
 def _config_show(args) -> int:
-    print(dump_settings(settings_from(args)), end="")
+    settings = settings_from(args)
+    path = config_path(args.config)
+    # YAML comments, so the output still loads as the effective config
+    print(f"# config file: {path}" + ("" if path.exists() else " (not found: defaults)"))
+    print(f"# relative paths resolve under: {settings.base_dir}")
+    print(dump_settings(settings), end="")
     return 0
 
 

@@ -18,8 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 ENV_PREFIX = "PERSONA_STEER_"
 CONFIG_ENV = "PERSONA_STEER_CONFIG"
+CONFIG_FILE_NAME = "config.yaml"
+# The source checkout's root: for tests and development tools only. The runtime never reads it,
+# so an installed package (a wheel, a container) works from any folder.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config.yaml"
 
 LayerSpec = Union[Literal["all"], list[int]]
 
@@ -136,12 +138,17 @@ class Settings(_Section):
     clients: ClientSettings = ClientSettings()
     paths: PathSettings = PathSettings()
 
-    # Where relative paths are resolved from (the config file's folder); not a YAML key.
-    _base_dir: Path = PROJECT_ROOT
+    # Where relative paths are resolved from: the config file's folder, else the current one
+    # (when the settings were built without a file); not a YAML key.
+    _base_dir: Optional[Path] = None
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir if self._base_dir is not None else Path.cwd()
 
     def path(self, which: str) -> Path:
         p = Path(getattr(self.paths, which))
-        return p if p.is_absolute() else (self._base_dir / p)
+        return p if p.is_absolute() else (self.base_dir / p)
 
     @property
     def server_url(self) -> str:
@@ -165,11 +172,13 @@ def resolve_layers(spec: LayerSpec, num_layers: int) -> list[int]:
 
 
 def config_path(explicit: str | os.PathLike | None = None) -> Path:
+    """`--config`, else `$PERSONA_STEER_CONFIG`, else `config.yaml` in the current folder (which
+    need not exist: then the defaults apply, with relative paths under the current folder)."""
     if explicit:
         return Path(explicit)
     if os.environ.get(CONFIG_ENV):
         return Path(os.environ[CONFIG_ENV])
-    return DEFAULT_CONFIG_PATH
+    return Path.cwd() / CONFIG_FILE_NAME
 
 
 def _parse_scalar(text: str) -> Any:
@@ -242,7 +251,7 @@ def _format_validation_error(err: ValidationError) -> str:
     return "invalid config: " + "; ".join(lines)
 
 
-def validate_data(data: dict, base_dir: Path = PROJECT_ROOT) -> Settings:
+def validate_data(data: dict, base_dir: Path | None = None) -> Settings:
     try:
         settings = Settings.model_validate(data)
     except ValidationError as err:

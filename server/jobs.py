@@ -171,7 +171,7 @@ class JobManager:
         target = JOB_KINDS[rec["kind"]][0]
         proc = ctx.Process(
             target=_worker_main, name=f"job-{rec['id']}", daemon=True,
-            args=(target, self.settings.model_dump(mode="json"), str(self.settings._base_dir),
+            args=(target, self.settings.model_dump(mode="json"), str(self.settings.base_dir),
                   rec["params"], self.backend() if callable(self.backend) else self.backend,
                   events))
         rec["status"] = "running"

@@ -11,7 +11,7 @@ import yaml
 from safetensors.torch import save_file
 
 from persona_steer.cli import build_parser, main
-from persona_steer.config import DEFAULT_CONFIG_PATH
+from persona_steer.config import PROJECT_ROOT
 from persona_steer.store import VectorStore
 
 from .conftest import run_cli
@@ -38,7 +38,7 @@ def test_help_lists_commands():
 def cfg(tmp_path, tiny_model_dir):
     """A temp config (comments kept from the repo's) pointing at the tiny model and a temp store."""
     p = tmp_path / "config.yaml"
-    shutil.copy(DEFAULT_CONFIG_PATH, p)
+    shutil.copy(PROJECT_ROOT / "config.yaml", p)
     text = re.sub(r"(?m)^  name: \S+", f"  name: {tiny_model_dir}", p.read_text(), count=1)
     text = text.replace("  vectors: vectors", f"  vectors: {tmp_path / 'vectors'}")
     p.write_text(text)

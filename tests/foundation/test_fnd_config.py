@@ -9,8 +9,10 @@ import stat
 import pytest
 import yaml
 
-from persona_steer.config import (DEFAULT_CONFIG_PATH, ConfigError, Settings, config_path,
+from persona_steer.config import (PROJECT_ROOT, ConfigError, Settings, config_path,
                                   dump_settings, load_config, resolve_layers, set_value)
+
+DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config.yaml"   # the checkout's shipped config
 
 
 @pytest.fixture
@@ -236,7 +238,22 @@ def test_config_path_env(monkeypatch, tmp_path):
     assert config_path() == tmp_path / "x.yaml"
     assert config_path(tmp_path / "y.yaml") == tmp_path / "y.yaml"
     monkeypatch.delenv("PERSONA_STEER_CONFIG")
-    assert config_path() == DEFAULT_CONFIG_PATH
+    monkeypatch.chdir(tmp_path)
+    assert config_path() == tmp_path / "config.yaml"   # the current folder's, never the package's
+
+
+def test_config_from_current_folder(monkeypatch, tmp_path):
+    """No --config, no $PERSONA_STEER_CONFIG: ./config.yaml is read, and relative paths resolve
+    under the current folder, with or without that file."""
+    monkeypatch.delenv("PERSONA_STEER_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    bare = load_config(environ={})
+    assert bare.path("vectors") == tmp_path / "vectors"
+    assert Settings().path("datasets") == tmp_path / "datasets"
+    (tmp_path / "config.yaml").write_text("server:\n  port: 9123\npaths:\n  vectors: store\n")
+    mine = load_config(environ={})
+    assert mine.server.port == 9123
+    assert mine.path("vectors") == tmp_path / "store"
 
 
 def test_resolve_layers():
