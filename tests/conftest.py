@@ -25,10 +25,14 @@ Helpers
   make_vector(kind, name, model_id, layers, seed, norm) -> SteeringVector (seeded random rows).
   live_server(root, model)  context manager: another server configured like `server`, on another
                   model (for tests that need an engine of their own).
+Attaching: with $PERSONA_STEER_TEST_ATTACH (a LiveServer as JSON, `LiveServer.to_json()`) the
+`server` fixture reuses that running server instead of starting one: the SDK contract tests run
+again under the other openai major that way (tests/clients/test_sdk_majors.py).
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -49,6 +53,7 @@ from persona_steer.vector_format import SteeringVector
 
 TINY_HIDDEN, TINY_LAYERS = 256, 4
 STARTUP_TIMEOUT_S = 420
+ATTACH_ENV = "PERSONA_STEER_TEST_ATTACH"
 
 
 def _store_snapshot(root: Path) -> list[tuple[str, int, int]]:
@@ -95,9 +100,20 @@ class LiveServer:
     datasets_dir: Path
     log_path: Path
     model_id: str
-    proc: subprocess.Popen
+    proc: subprocess.Popen | None     # None when attached to another test run's server
     api_key: str | None = None
     startup_health: list = field(default_factory=list)   # [(status, json)] seen while starting
+
+    _PATHS = ("config_path", "vectors_dir", "jobs_dir", "datasets_dir", "log_path")
+
+    def to_json(self) -> str:
+        data = {k: getattr(self, k) for k in ("base_url", "model_id", "api_key", *self._PATHS)}
+        return json.dumps({k: str(v) if k in self._PATHS else v for k, v in data.items()})
+
+    @classmethod
+    def from_json(cls, text: str) -> "LiveServer":
+        data = json.loads(text)
+        return cls(**{k: Path(v) if k in cls._PATHS else v for k, v in data.items()}, proc=None)
 
     @property
     def url(self) -> str:
@@ -197,6 +213,9 @@ def live_server(root: Path, model: str) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory, tiny_model) -> LiveServer:
+    if os.environ.get(ATTACH_ENV):
+        yield LiveServer.from_json(os.environ[ATTACH_ENV])
+        return
     with live_server(tmp_path_factory.mktemp("server"), tiny_model) as live:
         yield live
 

@@ -15,12 +15,14 @@ pytestmark = pytest.mark.engine
 GREEDY = {"max_tokens": 8, "temperature": 0, "seed": 0}
 
 
+@pytest.mark.sdk_contract
 def test_models_and_status(client):
     ids = [m["id"] for m in client.models()]
     assert client.default_model() == client.status()["model"]
     assert "persona:alpha" in ids and client.default_model() in ids
 
 
+@pytest.mark.sdk_contract
 def test_chat_steering_is_echoed_and_stream_matches(client):
     resp = client.chat("Tell me about the sea", persona="alpha", strength=0.5,
                        traits={"calm": -0.4}, **GREEDY)
@@ -37,6 +39,7 @@ def test_chat_steering_is_echoed_and_stream_matches(client):
     assert plain != text, "steering with a strong random vector changes the greedy reply"
 
 
+@pytest.mark.sdk_contract
 def test_completions(client):
     resp = client.complete("Once upon a time", persona="beta", **GREEDY)
     assert resp.choices[0].text is not None and resp.steering["personas"] == {"beta": 1.0}
@@ -45,6 +48,7 @@ def test_completions(client):
     assert streamed == resp.choices[0].text
 
 
+@pytest.mark.sdk_contract
 def test_errors_become_exceptions(client):
     with pytest.raises(PersonaSteerError) as info:
         client.chat("hi", persona="nobody", **GREEDY)
@@ -124,6 +128,7 @@ def test_job_events_and_cancel(client):
     assert "client_job_cancel" not in [t["name"] for t in client.list_traits()]
 
 
+@pytest.mark.sdk_contract
 def test_async_client(live):
     async def go():
         async with AsyncPersonaSteerClient(live.url, api_key=live.api_key) as c:

@@ -7,6 +7,8 @@ import json
 import openai
 import pytest
 
+pytestmark = pytest.mark.sdk_contract   # also run under the other openai major
+
 PROMPT = [{"role": "user", "content": "Tell me about the weather today."}]
 
 
