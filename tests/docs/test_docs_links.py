@@ -4,6 +4,7 @@ blocks that a test runs (its curl and SDK blocks run in tests/toy/test_toy_demo.
 commands that name real targets."""
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -45,10 +46,13 @@ def test_every_docs_page_is_linked_from_readme():
     assert [p.name for p in DOCS.glob("*.md") if p.resolve() not in linked] == []
 
 
-def test_every_docs_page_says_what_it_is_for():
+def test_every_docs_page_starts_with_a_title_and_what_it_is_for():
+    """A title, then a paragraph of prose (what the page is for) before any heading, list,
+    table, code or picture."""
     for page in DOCS.glob("*.md"):
-        first = [line for line in page.read_text().splitlines()[1:] if line.strip()][0]
-        assert first.startswith("What this page is for:"), page.name
+        lines = [line for line in page.read_text().splitlines() if line.strip()]
+        assert lines[0].startswith("# "), page.name
+        assert not re.match(r"\s*([#|>!-]|```|\*\s|\d+\.)", lines[1]), (page.name, lines[1])
 
 
 def test_the_checker_finds_what_is_broken(tmp_path, monkeypatch):
