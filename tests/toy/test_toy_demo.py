@@ -95,7 +95,6 @@ def first_run(tmp_path_factory):
         srv.stop()
 
 
-@pytest.mark.engine
 def test_first_serve_on_the_toy_model_steers_at_once(first_run):
     from openai import OpenAI
     srv, work = first_run
@@ -125,7 +124,6 @@ def test_first_serve_on_the_toy_model_steers_at_once(first_run):
 QUICK_START_RUNS = [b for b in quick_start_blocks() if not is_make_block(b)]
 
 
-@pytest.mark.engine
 @pytest.mark.parametrize("block", QUICK_START_RUNS,
                          ids=[f"{b.lang}-line{b.line}" for b in QUICK_START_RUNS])
 def test_readme_quick_start_runs_against_make_serve(first_run, block, capsys):

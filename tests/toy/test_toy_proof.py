@@ -16,8 +16,6 @@ import pytest
 from extraction.toy import RECOMMENDED
 from extraction.toy.eval import PERSONAS, TARGETS, format_table, penalized_mode, run_eval
 
-pytestmark = pytest.mark.engine
-
 
 @pytest.fixture(scope="module")
 def proof(toy_server, toy_settings):
