@@ -18,7 +18,8 @@ from tests.docs.markdown import is_make_block, quick_start_blocks
 
 
 def _settings(tmp_path, **over):
-    sets = {"model.name": TOY_MODEL, "paths.vectors": str(tmp_path / "vectors")}
+    sets = {"model.name": TOY_MODEL, "paths.vectors": str(tmp_path / "vectors"),
+            "paths.jobs": str(tmp_path / "jobs")}      # the app makes its jobs folder
     sets.update(over)
     return load_config(PROJECT_ROOT / "config.yaml", overrides=sets, environ={})
 
