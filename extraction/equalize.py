@@ -4,7 +4,7 @@ Mean-difference vectors of different personas come out with different lengths (o
 robot's is 0.76 of the six personas' mean at layer 0, shakespearean's 1.24), so one strength
 pushes some personas too little and others too far. Rescaling each row to the set's mean norm
 keeps every direction and the set's per-layer profile, and makes a strength mean the same push
-for every persona in the set (README, "Extraction": measured on the toy model).
+for every persona in the set (docs/extraction.md, "Equalized norms": measured on the toy model).
 """
 from __future__ import annotations
 

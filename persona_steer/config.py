@@ -113,7 +113,7 @@ class ClientSettings(_Section):
     # Decoding the bundled clients (web page, `persona-steer chat` and `generate`) send unless
     # told otherwise; the API itself keeps OpenAI's defaults, so other clients get the stock
     # model's decoding. A presence penalty of 0.5 stops the loops that over-steering causes on
-    # builtin:toy-persona without lowering the steered rate (README, "Loops at high strength");
+    # builtin:toy-persona without lowering the steered rate (docs/steering.md, "Loops at high strength");
     # unlike a frequency penalty it does not grow with the length of the answer.
     presence_penalty: float = Field(0.5, ge=-2, le=2, description="OpenAI presence_penalty; 0 sends none")
     frequency_penalty: float = Field(0.0, ge=-2, le=2, description="OpenAI frequency_penalty; 0 sends none")

@@ -1,6 +1,6 @@
 """Import vectors made by other tools into the project's format.
 
-Layer conventions (documented in README):
+Layer conventions (documented in docs/vector-format.md):
 - repeng / llama.cpp GGUF control vectors: tensors `direction.{i}`, each [hidden]; `i` is the
   0-based index of the decoder layer whose output it is added to (repeng hooks
   `model.model.layers[i]`), so `direction.{i}` becomes our row for layer `i`.

@@ -56,6 +56,27 @@ STARTUP_TIMEOUT_S = 420
 ATTACH_ENV = "PERSONA_STEER_TEST_ATTACH"
 
 
+# Fixtures that start a vLLM engine, or a server on one, or hand one out. A test that uses any
+# of them, directly or through another fixture, is marked `engine` at collection, so
+# `make test-fast` (`-m "not engine"`) leaves it out. `live` reaches `server` through
+# request.getfixturevalue, which the fixture closure does not see, so it is named here too.
+# A test that starts an engine in its own body marks itself (`pytestmark = pytest.mark.engine`).
+ENGINE_FIXTURES = frozenset({
+    "server", "steer_vectors", "live",                       # tests/conftest.py, tests/clients
+    "defaults_server",                                       # tests/server
+    "plugin_env", "stock_llm",                               # tests/plugin
+    "ext_llm",                                               # tests/extraction
+    "toy_server", "first_run",                               # tests/toy
+})
+
+
+@pytest.hookimpl(tryfirst=True)     # before pytest's own -m filter reads the markers
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if ENGINE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.engine)
+
+
 def _store_snapshot(root: Path) -> list[tuple[str, int, int]]:
     return sorted((str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns)
                   for f in root.rglob("*") if f.is_file()) if root.exists() else []

@@ -12,8 +12,6 @@ import pytest
 from tests.clients.conftest import CLI, cli_env
 from persona_steer.config import PROJECT_ROOT
 
-pytestmark = pytest.mark.engine
-
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 
 

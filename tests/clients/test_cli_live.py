@@ -8,8 +8,6 @@ import pytest
 
 from tests.clients.conftest import run_cli, vector_bytes
 
-pytestmark = pytest.mark.engine
-
 
 def names(entries):
     return [e["name"] for e in entries]

@@ -10,8 +10,6 @@ import pytest
 from clients.client import AsyncPersonaSteerClient, PersonaSteerError
 from tests.clients.conftest import vector_bytes
 
-pytestmark = pytest.mark.engine
-
 GREEDY = {"max_tokens": 8, "temperature": 0, "seed": 0}
 
 

@@ -1,15 +1,12 @@
-"""clients/curl_examples.sh (the README's curl examples) against the live server."""
+"""clients/curl_examples.sh (the curl examples of docs/api.md) against the live server."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 
-import pytest
-
 from persona_steer.config import PROJECT_ROOT
 
-pytestmark = pytest.mark.engine
 SCRIPT = PROJECT_ROOT / "clients" / "curl_examples.sh"
 
 

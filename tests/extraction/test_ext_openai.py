@@ -11,8 +11,6 @@ from extraction.jobs import ExtractionError, run_persona_job, run_trait_job
 from persona_steer.store import VectorStore
 from tests.extraction.conftest import ext_settings
 
-pytestmark = pytest.mark.engine
-
 
 def test_trait_through_server(server, tmp_path):
     s = ext_settings(tmp_path, **{"model.name": server.model_id, "extraction.temperature": 0.0})

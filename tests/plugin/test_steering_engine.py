@@ -39,7 +39,7 @@ def vllm_prompt_lps(llm, ids, extra_args=None):
 
 
 def expected_delta(env, personas=None, traits=None, scale=1.0) -> torch.Tensor:
-    """The README formula, written out independently of the plugin's own code."""
+    """The formula of docs/steering.md, written out independently of the plugin's own code."""
     delta = torch.zeros(LAYERS, HIDDEN)
     for kind, table in (("persona", personas or {}), ("trait", traits or {})):
         for name, w in table.items():

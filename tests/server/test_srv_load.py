@@ -85,8 +85,8 @@ def in_up_to_three_attempts(server, attempt, tries: int = 3) -> None:
     """Runs `attempt` (-> (passed, detail)) until it passes, at most `tries` times. Why: in
     about half of the fresh-clone full-suite runs on the 2-core machine, one attempt found the
     whole request generated and no abort. The cause was vLLM's spinning engine core keeping this
-    process off the CPU (fixed by steering_plugin/cpu_wait.py; README, "Tests and measured
-    numbers"); a busy machine can still deschedule a client. Each attempt starts from an idle
+    process off the CPU (fixed by steering_plugin/cpu_wait.py; docs/steering.md,
+    "The CPU wait"); a busy machine can still deschedule a client. Each attempt starts from an idle
     server; a broken abort path fails all three.
     Every attempt's result is in the failure message, with event-loop stalls (the watchdog)."""
     failures = []

@@ -58,7 +58,6 @@ def _chat(srv, **fields) -> dict:
     return httpx.post(srv.url + "/v1/chat/completions", json=body, timeout=120).json()
 
 
-@pytest.mark.engine
 def test_model_generation_config_sets_what_a_request_leaves_out(defaults_server):
     srv = defaults_server
     status = httpx.get(srv.url + "/api/status", timeout=30).json()
@@ -85,7 +84,6 @@ def test_model_generation_config_sets_what_a_request_leaves_out(defaults_server)
     assert r["choices"][0]["text"] == r2["choices"][0]["text"]
 
 
-@pytest.mark.engine
 @pytest.mark.parametrize("field,value", [("top_k", -5), ("min_p", 1.5), ("repetition_penalty", 0),
                                          ("repetition_penalty", 3)])
 def test_bad_vllm_sampling_extensions_are_400(server, field, value):
@@ -96,7 +94,6 @@ def test_bad_vllm_sampling_extensions_are_400(server, field, value):
     assert err["param"] == field and err["type"] == "invalid_request_error", err
 
 
-@pytest.mark.engine
 def test_vllm_extensions_reach_the_engine(server):
     """top_k 1 on the stock-default tiny model equals greedy; the session server's model sets no
     defaults, so its /api/status shows none."""
@@ -124,7 +121,6 @@ def test_generation_config_setting_reaches_the_engine_args(tmp_path):
         load_config(overrides={"model.generation_config": "/some/dir"}, environ={})
 
 
-@pytest.mark.engine
 def test_logit_bias_reaches_the_engine_and_bad_values_are_400(server):
     """OpenAI's logit_bias ({token id: -100..100}): +100 makes greedy pick that token every time,
     -100 bans the token greedy picked first; bad keys, values and out-of-vocab ids are 400."""

@@ -14,10 +14,12 @@ from extraction.toy.demo import DEMO_PERSONAS, DEMO_TRAITS, TOY_MODEL, demo_dir,
 from persona_steer.config import PROJECT_ROOT, load_config
 from persona_steer.store import VectorStore
 from persona_steer.vector_format import SteeringVector
+from tests.docs.markdown import is_make_block, quick_start_blocks
 
 
 def _settings(tmp_path, **over):
-    sets = {"model.name": TOY_MODEL, "paths.vectors": str(tmp_path / "vectors")}
+    sets = {"model.name": TOY_MODEL, "paths.vectors": str(tmp_path / "vectors"),
+            "paths.jobs": str(tmp_path / "jobs")}      # the app makes its jobs folder
     sets.update(over)
     return load_config(PROJECT_ROOT / "config.yaml", overrides=sets, environ={})
 
@@ -94,7 +96,6 @@ def first_run(tmp_path_factory):
         srv.stop()
 
 
-@pytest.mark.engine
 def test_first_serve_on_the_toy_model_steers_at_once(first_run):
     from openai import OpenAI
     srv, work = first_run
@@ -121,20 +122,37 @@ def test_first_serve_on_the_toy_model_steers_at_once(first_run):
         assert hits >= 3, (persona, steered)
 
 
-@pytest.mark.engine
-def test_readme_openai_example_runs_against_make_serve(first_run, capsys):
-    """README's openai SDK example (section "Steering a request"), run as written against what
-    `make serve` starts; only the port and the `[...]` placeholder are filled in."""
+QUICK_START_RUNS = [b for b in quick_start_blocks() if not is_make_block(b)]
+
+
+@pytest.mark.parametrize("block", QUICK_START_RUNS,
+                         ids=[f"{b.lang}-line{b.line}" for b in QUICK_START_RUNS])
+def test_readme_quick_start_runs_against_make_serve(first_run, block, capsys):
+    """Each curl and openai SDK block of README's quick start, run as written against what
+    `make serve` starts (only the port differs), gets a steered answer. The set-up `make` blocks
+    are checked in tests/docs (running `make test` here would recurse)."""
+    import json
     import re
+    import subprocess
+
+    from tests.docs.markdown import README, QUICK_START, section
     srv, _ = first_run
-    readme = (PROJECT_ROOT / "README.md").read_text()
-    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S)
-                 if '"persona": "pirate", "strength": 0.8' in b)
-    code = block.replace("http://127.0.0.1:8000", srv.url).replace(
-        "messages=[...]", 'messages=[{"role": "user", "content": "Tell me about rain."}]')
-    exec(compile(code, "README.md", "exec"), {})
-    printed = capsys.readouterr().out
-    assert "'personas': {'pirate': 0.8}" in printed and "'steered': True" in printed, printed
+    code = block.code.replace("http://127.0.0.1:8000", srv.url)
+    if block.lang == "python":
+        exec(compile(code, f"README.md:{block.line}", "exec"), {})
+        printed = capsys.readouterr().out
+        assert "'steered': True" in printed, printed
+        return
+    assert block.lang == "bash", block.lang
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", code], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    answer = json.loads(r.stdout)
+    assert answer["choices"][0]["message"]["content"].strip(), answer
+    # README shows the echoed steering next to the block: it must be what the server sends
+    shown = re.search(r'`"steering": (\{.*?\})`', section(README.read_text(), QUICK_START))
+    assert shown, "README's quick start no longer shows the echoed steering"
+    assert answer["steering"] == json.loads(shown.group(1)), answer["steering"]
 
 
 def test_toy_vectors_refuses_settings_its_fixed_recipe_would_ignore(tmp_path):

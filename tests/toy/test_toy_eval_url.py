@@ -11,7 +11,6 @@ from persona_steer.config import PROJECT_ROOT, load_config
 from tests.conftest import _cli
 
 
-@pytest.mark.engine
 def test_a_server_reading_the_runs_folder_passes_and_the_probe_is_removed(toy_server, toy_settings):
     settings, _ = toy_settings
     client = ServerClient(toy_server.url)
@@ -22,7 +21,6 @@ def test_a_server_reading_the_runs_folder_passes_and_the_probe_is_removed(toy_se
     assert not list(settings.path("vectors").rglob("toy-eval-probe*"))
 
 
-@pytest.mark.engine
 def test_a_server_with_another_folder_is_refused(toy_server, tmp_path):
     settings = load_config(PROJECT_ROOT / "config.yaml", overrides=[
         "model.name=builtin:toy-persona", f"paths.vectors={tmp_path / 'vectors'}"], environ={})
@@ -35,7 +33,6 @@ def test_a_server_with_another_folder_is_refused(toy_server, tmp_path):
     assert not list((tmp_path / "vectors").rglob("*.safetensors"))
 
 
-@pytest.mark.engine
 def test_the_cli_says_so_in_one_line_before_any_work(toy_server, tmp_path):
     out = tmp_path / "run"
     r = subprocess.run(_cli() + ["toy", "eval", "--url", toy_server.url, "--out", str(out)],

@@ -4,8 +4,8 @@ The project's own extraction (extraction.jobs, from the archetype datasets, roll
 server) makes the assistant axis (against the six roles the model knows) and the six persona
 vectors; then held-out questions and held-out system prompts, greedy, at the recommended
 setting (extraction.toy.RECOMMENDED = config.yaml's layers and strength). Asserts the issue's
-targets where the model meets them, and says so where it asserts less (README.md, section
-"The toy persona model", has the full measured table).
+targets where the model meets them, and says so where it asserts less (docs/benchmarks.md,
+"Toy model proof", has the full measured table).
 """
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ import pytest
 
 from extraction.toy import RECOMMENDED
 from extraction.toy.eval import PERSONAS, TARGETS, format_table, penalized_mode, run_eval
-
-pytestmark = pytest.mark.engine
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +56,7 @@ def test_steering_with_extracted_vectors(rows):
     others = [rows[p]["steered_others"] for p in PERSONAS]
     assert sum(others) / len(others) <= TARGETS["others"], others
     # target 0.8 per persona; on 10 questions the mean is about 0.8 and pirate and drill
-    # sergeant sit lower (README: 20 questions, mean 0.88, pirate 0.75, drill 0.70; the
+    # sergeant sit lower (docs/benchmarks.md: 20 questions, mean 0.88, pirate 0.75, drill 0.70; the
     # clients' penalty removes most of those loops: next test)
     coh = [rows[p]["steered_coherence"] for p in PERSONAS]
     assert sum(coh) / len(coh) >= 0.75, coh
@@ -66,9 +64,9 @@ def test_steering_with_extracted_vectors(rows):
 
 def test_negative_weight_suppresses(rows):
     """Persona prompt + the persona's vector at minus the strength: cut at least in half for
-    at least five of the six personas (drill sergeant resists on this model; see README).
+    at least five of the six personas (drill sergeant resists on this model; see docs/toy-model.md).
     At 1.5 x minus the strength every persona is cut in half, and most answers stay coherent
-    (shakespearean is the first to lose coherence: README)."""
+    (shakespearean is the first to lose coherence: docs/benchmarks.md)."""
     cut = [p for p in PERSONAS if rows[p]["negative"] <= TARGETS["cut"] * rows[p]["prompted"]]
     assert len(cut) >= 5, {p: (rows[p]["prompted"], rows[p]["negative"]) for p in PERSONAS}
     assert all(rows[p]["negative"] < rows[p]["prompted"] for p in PERSONAS)
@@ -80,7 +78,7 @@ def test_negative_weight_suppresses(rows):
 
 def test_safety_capping_suppresses(rows):
     """Persona prompt + activation capping on the assistant axis: the persona drops for every
-    persona, and at least in half for at least three (README has the per-persona table)."""
+    persona, and at least in half for at least three (docs/benchmarks.md has the per-persona table)."""
     cut = [p for p in PERSONAS if rows[p]["capping"] <= TARGETS["cut"] * rows[p]["prompted"]]
     assert len(cut) >= 3, {p: (rows[p]["prompted"], rows[p]["capping"]) for p in PERSONAS}
     mean = sum(rows[p]["capping"] for p in PERSONAS) / len(PERSONAS)
@@ -89,7 +87,7 @@ def test_safety_capping_suppresses(rows):
 
 def test_blends_show_both_styles(proof):
     """Two personas, each at the full default strength (0.5 each is below the steering
-    threshold on this model: see README)."""
+    threshold on this model: see docs/toy-model.md)."""
     blends = proof["modes"]["greedy"]["blends"]
     print(json.dumps(blends, indent=0))
     assert len(blends) == 15
@@ -101,7 +99,7 @@ def test_blends_show_both_styles(proof):
 
 def test_the_clients_penalty_keeps_the_persona_and_stops_loops(proof, toy_settings):
     """Greedy with the penalty the bundled clients send (config `clients`, a presence penalty):
-    the steering targets hold and the loops of over-steering mostly go (README: "Loops at high
+    the steering targets hold and the loops of over-steering mostly go (docs/steering.md: "Loops at high
     strength")."""
     settings, _ = toy_settings
     penalties = settings.clients.penalties()

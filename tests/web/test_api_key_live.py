@@ -14,7 +14,6 @@ import yaml
 from tests.clients.conftest import Live, run_cli
 from tests.web.conftest import ARTIFACTS
 
-pytestmark = pytest.mark.engine
 KEY = "web-test-key"
 
 

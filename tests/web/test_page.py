@@ -9,8 +9,6 @@ import pytest
 from tests.clients.conftest import vector_bytes
 from tests.web.conftest import shot
 
-pytestmark = pytest.mark.engine
-
 
 def chat_requests(page) -> list[dict]:
     """Collect the JSON bodies of /v1/chat/completions requests the page sends."""
