@@ -113,6 +113,12 @@ def test_killed_engine_core_ends_streams_and_the_process(auto_len_server):
     dead = health_until(srv, "dead")             # None if it exited before a probe saw it
     if dead is not None:
         assert dead["engine"] == "dead" and dead["error"]["code"] == "engine_dead"
+        try:                                     # no new work is let in meanwhile
+            r = srv.post("/v1/chat/completions", json={"messages": [{"role": "user",
+                                                                     "content": "hi"}]})
+            assert r.status_code == 503 and r.json()["error"]["code"] == "engine_dead"
+        except httpx.TransportError:
+            pass                                 # already gone
     assert srv.proc.wait(timeout=EXIT_BOUND_S) == 1
     assert "error: engine dead:" in srv.log_tail(20)
 
