@@ -17,7 +17,7 @@ import signal
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 

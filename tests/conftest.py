@@ -23,6 +23,7 @@ Fixtures
                   as before it: tests write to temporary stores only.
 Helpers
   make_vector(kind, name, model_id, layers, seed, norm) -> SteeringVector (seeded random rows).
+  set_api_key(server, key)  rotate a live server's API key (config edit + SIGHUP), None turns it off.
   live_server(root, model, overrides=None)  context manager: another server configured like
                   `server`, on another model and/or with config overrides ({"server":
                   {"shutdown_grace_s": 5}}), for tests that need an engine of their own.
@@ -240,6 +241,23 @@ def _stop(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.wait(timeout=10)
+
+
+def set_api_key(server: LiveServer, key: str | None) -> None:
+    """Rotate a running server's key as an operator does: edit its config, send SIGHUP, and wait
+    until /api/status says the key is (or is not) in force."""
+    cfg = yaml.safe_load(server.config_path.read_text())
+    cfg["server"]["api_key"] = key
+    server.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    os.kill(server.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if httpx.get(server.base_url + "/api/status", timeout=10,
+                     headers={"Authorization": f"Bearer {key}"} if key else {}
+                     ).json().get("auth") == (key is not None):
+            return
+        time.sleep(0.2)
+    raise AssertionError("key reload not applied")
 
 
 STEER_PERSONAS = {"alpha": ([0, 1, 2, 3], 11), "beta": ([1, 2], 12), "gamma": ([2], 13)}
