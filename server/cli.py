@@ -18,6 +18,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from server.app import create_app
     from server.lifecycle import SteerServer
+    from server.security import redact_keys_in_server_logs
 
     settings = load_config(args.config, overrides=args.overrides)
     try:
@@ -44,6 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
                             # never reuses a connection the server is closing at that moment
                             timeout_keep_alive=75,
                             ws_max_size=settings.server.max_body_bytes)
+    redact_keys_in_server_logs()
     state = app.state.ps
     server = SteerServer(config, state)
     try:

@@ -4,6 +4,8 @@ the CORS policy that follows the key. docs/security.md is the reader's view of t
 from __future__ import annotations
 
 import hmac
+import logging
+import re
 from typing import Optional
 
 from fastapi import Request
@@ -50,3 +52,25 @@ class KeyAwareCORS:
     async def __call__(self, scope, receive, send):
         cors = self.open if self.state.api_key is None else self.keyed
         await cors(scope, receive, send)
+
+
+KEY_IN_QUERY = re.compile(r"(api_key=)[^&\s\"']+")
+
+
+class RedactKeyInLogs(logging.Filter):
+    """uvicorn logs a WebSocket's path with its query string, and browsers (the web page) can
+    only send the key there (`/ws/chat?api_key=...`): mask it before it reaches a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = KEY_IN_QUERY.sub(r"\1***", record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(KEY_IN_QUERY.sub(r"\1***", a) if isinstance(a, str) else a
+                                for a in record.args)
+        return True
+
+
+def redact_keys_in_server_logs() -> None:
+    """Call after uvicorn has configured its loggers (uvicorn.Config does)."""
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).addFilter(RedactKeyInLogs())

@@ -63,6 +63,18 @@ def test_failed_key_attempts_are_counted(keyed):
     after = _failures(httpx.get(url + "/metrics", headers=auth).text)
     assert after.get("http", 0) - before.get("http", 0) == 3
     assert after.get("websocket", 0) - before.get("websocket", 0) == 1
+    log = keyed.log_path.read_text(errors="replace")
+    assert "/ws/chat?api_key=***" in log and "api_key=wrong" not in log   # keys stay out of logs
+
+
+def test_key_in_a_query_string_is_masked_in_log_lines():
+    import logging
+    from server.security import RedactKeyInLogs
+    rec = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1,
+                            '%s - "WebSocket %s" [accepted]',
+                            ("127.0.0.1:5", "/ws/chat?x=1&api_key=s3cr%20t&y=2"), None)
+    assert RedactKeyInLogs().filter(rec)
+    assert rec.getMessage() == '127.0.0.1:5 - "WebSocket /ws/chat?x=1&api_key=***&y=2" [accepted]'
 
 
 def _preflight(url: str) -> httpx.Response:
