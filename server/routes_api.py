@@ -62,6 +62,7 @@ def engine_counts(state: ServerState) -> dict[str, Any]:
 async def status(request: Request):
     state = get_state(request)
     shape = state.shape
+    state.store.list()          # refreshes store_errors: files dropped in or fixed by hand
     return {
         "model": state.model_id,
         "model_path": state.model_path,
