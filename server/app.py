@@ -113,8 +113,11 @@ def create_app(settings: Settings, *, config_path: Optional[str] = None,
         watchdog.start()
         _seed_demo_vectors(state)       # on start, not when the app object is built
         lifecycle.own_sse_shutdown()
-        start_engine(state, engine_factory, on_failure=lambda: loop.call_soon_threadsafe(
-            lifecycle.engine_failed, state))
+        def on_engine_failure() -> None:        # from the engine's start thread
+            with contextlib.suppress(RuntimeError):     # loop closed: the server is gone
+                loop.call_soon_threadsafe(lifecycle.engine_failed, state)
+
+        start_engine(state, engine_factory, on_failure=on_engine_failure)
         engine_watch = asyncio.create_task(lifecycle.watch_engine(state))
         # Jobs roll out through this server's own engine (OpenAI API on loopback), so no
         # second engine is ever built; the key is read when each job starts.
