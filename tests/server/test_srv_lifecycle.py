@@ -102,14 +102,16 @@ def test_max_model_len_defaults_to_the_models_own(auto_len_server):
 
 def test_killed_engine_core_ends_streams_and_the_process(auto_len_server):
     srv = auto_len_server
-    stream = Stream(srv, **LONG)
-    assert stream.first.wait(120) and stream.status == 200, stream.events
+    streams = [Stream(srv, **LONG), Stream(srv, **{**LONG, "temperature": 1.0, "seed": 3})]
+    for stream in streams:
+        assert stream.first.wait(120) and stream.status == 200, stream.events
     engine_core(srv.pid).kill()
-    events = stream.join()
-    assert events[-1] == "[DONE]", events[-3:]
-    error = events[-2]
-    assert set(error) == {"error"} and error["error"]["code"] == "engine_dead", error
-    assert "supervisor" in error["error"]["message"]
+    for stream in streams:
+        events = stream.join()
+        assert events[-1] == "[DONE]", events[-3:]
+        error = events[-2]
+        assert set(error) == {"error"} and error["error"]["code"] == "engine_dead", error
+        assert "supervisor" in error["error"]["message"]
     dead = health_until(srv, "dead")             # None if it exited before a probe saw it
     if dead is not None:
         assert dead["engine"] == "dead" and dead["error"]["code"] == "engine_dead"
