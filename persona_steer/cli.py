@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from persona_steer.config import ConfigError
     from persona_steer.steering_spec import SteeringSpecError
-    from persona_steer.store import VectorNotFound
+    from persona_steer.store import StoreWriteError, VectorNotFound
     from persona_steer.vector_format import VectorFormatError
 
     parser = build_parser()
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except (CLIError, ConfigError, VectorFormatError, SteeringSpecError, VectorNotFound,
-            FileNotFoundError, FileExistsError) as err:
+            FileNotFoundError, FileExistsError, StoreWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return int(rc or 0)

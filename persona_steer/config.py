@@ -39,7 +39,9 @@ class _Section(BaseModel):
 class ModelSettings(_Section):
     name: str = Field("builtin:toy-persona", description="HF id, local path, or builtin:<name>")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
-    max_model_len: int = Field(2048, ge=16)
+    max_model_len: Optional[int] = Field(
+        None, ge=16, description="context length; null (or auto): the model's own, as vLLM "
+                                 "derives it from the model's config")
     quantization: Literal["4bit", "8bit", "none"] = "none"
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
     enforce_eager: bool = False
@@ -51,6 +53,11 @@ class ModelSettings(_Section):
     cpu_wait_us: float = Field(20.0, ge=0, le=10000,
                                description="CPU only: engine processes sleep this long between "
                                            "checks for the next step instead of spinning; 0 spins")
+
+    @field_validator("max_model_len", mode="before")
+    @classmethod
+    def _auto_len(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and v.strip().lower() == "auto" else v
 
 
 class ExtractionSettings(_Section):
@@ -104,6 +111,9 @@ class ServerSettings(_Section):
     demo_vectors: Literal["auto", "off"] = Field(
         "auto", description="auto: on builtin:toy-persona, fill an empty vector store with the "
                             "toy model's shipped demo vectors at startup")
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, le=3600, description="on SIGTERM: how long requests in flight may run to "
+                                         "their end before they are cut with an error event")
 
 
 PENALTIES = ("presence_penalty", "frequency_penalty")

@@ -28,6 +28,20 @@ class VectorNotFound(KeyError):
         return self.args[0]
 
 
+class StoreWriteError(OSError):
+    """The store's file system refused a write or delete (full, read-only, no permission),
+    with a message that says which vector and where. Writes are atomic
+    (persona_steer.atomic), so the previous file is still whole and no temporary file is left
+    behind. An OSError still, for callers that handle any I/O failure alike."""
+
+    def __init__(self, action: str, kind: str, name: str, path: Path, err: OSError):
+        reason = err.strerror or str(err)
+        unchanged = "; the previous version is unchanged" if action == "save" else ""
+        super().__init__(f"cannot {action} {kind} '{name}' in the vector store "
+                         f"({path.parent}): {reason}{unchanged}")
+        self.errno = err.errno
+
+
 @dataclass
 class VectorEntry:
     kind: str
@@ -150,7 +164,10 @@ class VectorStore:
         path = self.path_for(vec.kind, vec.name)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{vec.kind} '{vec.name}' already exists")
-        vec.save(path)
+        try:
+            vec.save(path)
+        except OSError as err:
+            raise StoreWriteError("save", vec.kind, vec.name, path, err) from None
         self._cache.pop(path, None)
         return path
 
@@ -160,6 +177,8 @@ class VectorStore:
             path.unlink()
         except FileNotFoundError:
             raise VectorNotFound(kind, name, self.names(kind)) from None
+        except OSError as err:
+            raise StoreWriteError("delete", kind, name, path, err) from None
         self._cache.pop(path, None)
 
     def clear(self, kind: str) -> int:

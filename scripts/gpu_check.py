@@ -119,7 +119,7 @@ def main() -> int:
         for tag, dtype, quant, cpu in runs:
             report[tag] = extract(tag, dtype, quant, cpu, work)
             print(tag, json.dumps(report[tag])[:300], flush=True)
-        vec = {tag: torch.load(work / f"{tag}.pt") for tag, *_ in runs if (work / f"{tag}.pt").exists()}
+        vec = {tag: torch.load(work / f"{tag}.pt", weights_only=True) for tag, *_ in runs if (work / f"{tag}.pt").exists()}
     for tag in ("gpu_fp32", "gpu_bf16", "gpu_4bit", "cpu_4bit"):
         if tag in vec and "cpu_fp32" in vec:
             report[tag].update(compare(vec[tag], vec["cpu_fp32"]))

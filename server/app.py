@@ -1,5 +1,6 @@
-"""The FastAPI application factory: lifespan (engine start in the background, job manager,
-SIGHUP key reload), error handlers, CORS, API-key dependency, body-size limit, metrics.
+"""The FastAPI application factory: lifespan (engine start in the background, engine watch,
+job manager, SIGHUP key reload), error handlers, CORS and the API-key dependency
+(server.security), admission while stopping (server.lifecycle), body-size limit, metrics.
 
     app = create_app(settings)        # then uvicorn.run(app, ...)
 
@@ -16,32 +17,21 @@ import signal
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
+from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from persona_steer.config import Settings
 
-from server import routes_api, routes_jobs, routes_openai
+from server import lifecycle, routes_api, routes_jobs, routes_openai
 from server.errors import APIError, error_body, install_handlers
 from server.jobs import JobManager
 from server.loop_watchdog import LoopWatchdog
+from server.security import KeyAwareCORS, require_key
 from server.state import ServerState, start_engine
 
 log = logging.getLogger("persona_steer.server")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-
-
-async def require_key(request: Request) -> None:
-    state: ServerState = request.app.state.ps
-    if state.api_key is None:
-        return
-    auth = request.headers.get("authorization", "")
-    token = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-    if token != state.api_key:
-        raise APIError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                       code="invalid_api_key")
 
 
 class LimitsMiddleware:
@@ -118,10 +108,17 @@ def create_app(settings: Settings, *, config_path: Optional[str] = None,
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         loop = asyncio.get_running_loop()
+        state.loop = loop
         watchdog = LoopWatchdog(on_stall=state.metrics.loop_stalls.inc)
         watchdog.start()
         _seed_demo_vectors(state)       # on start, not when the app object is built
-        start_engine(state, engine_factory)
+        lifecycle.own_sse_shutdown()
+        def on_engine_failure() -> None:        # from the engine's start thread
+            with contextlib.suppress(RuntimeError):     # loop closed: the server is gone
+                loop.call_soon_threadsafe(lifecycle.engine_failed, state)
+
+        start_engine(state, engine_factory, on_failure=on_engine_failure)
+        engine_watch = asyncio.create_task(lifecycle.watch_engine(state))
         # Jobs roll out through this server's own engine (OpenAI API on loopback), so no
         # second engine is ever built; the key is read when each job starts.
         backend = job_backend if job_backend is not None else (lambda: {
@@ -134,6 +131,7 @@ def create_app(settings: Settings, *, config_path: Optional[str] = None,
         try:
             yield
         finally:
+            engine_watch.cancel()
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signal.SIGHUP)
             await state.jobs.shutdown()
@@ -175,10 +173,9 @@ def create_app(settings: Settings, *, config_path: Optional[str] = None,
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-    app.add_middleware(CORSMiddleware, allow_origins=settings.server.cors_origins,
-                       allow_methods=["*"], allow_headers=["*"],
-                       allow_credentials="*" not in settings.server.cors_origins)
+    app.add_middleware(KeyAwareCORS, state=state)
     app.add_middleware(LimitsMiddleware, state=state)
+    app.add_middleware(lifecycle.AdmissionMiddleware, state=state)   # outermost
     return app
 
 

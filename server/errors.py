@@ -6,6 +6,7 @@ with the matching HTTP status. No handler ever returns a stack trace.
 """
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -16,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from persona_steer.config import ConfigError
 from persona_steer.steering_spec import SteeringSpecError
-from persona_steer.store import VectorNotFound
+from persona_steer.store import StoreWriteError, VectorNotFound
 from persona_steer.vector_format import VectorFormatError
 
 log = logging.getLogger("persona_steer.server")
@@ -25,7 +26,12 @@ log = logging.getLogger("persona_steer.server")
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
          404: "not_found_error", 405: "invalid_request_error", 409: "conflict_error",
          413: "request_too_large", 422: "invalid_request_error", 429: "rate_limit_error",
-         500: "server_error", 503: "service_unavailable"}
+         500: "server_error", 503: "service_unavailable", 507: "insufficient_storage"}
+
+# a store write refused by the file system -> (status, code)
+STORE_ERRNO = {errno.ENOSPC: (507, "store_full"), errno.EDQUOT: (507, "store_full"),
+               errno.EROFS: (503, "store_read_only"), errno.EACCES: (503, "store_read_only"),
+               errno.EPERM: (503, "store_read_only")}
 
 
 class APIError(Exception):
@@ -64,6 +70,10 @@ def to_api_error(err: BaseException) -> APIError:
         return APIError(400, str(err), code="invalid_config")
     if isinstance(err, FileExistsError):
         return APIError(409, str(err), code="already_exists")
+    if isinstance(err, StoreWriteError):
+        log.error("%s", err)
+        status, code = STORE_ERRNO.get(err.errno, (500, "store_write_failed"))
+        return APIError(status, str(err), code=code)
     if any(c.__name__ == "VLLMClientError" for c in type(err).__mro__):
         return APIError(400, str(err), param=getattr(err, "parameter", None),
                         code="invalid_request")
@@ -105,7 +115,7 @@ def install_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
 
     for cls in (VectorNotFound, SteeringSpecError, VectorFormatError, ConfigError,
-                FileExistsError):
+                FileExistsError, StoreWriteError):
         app.add_exception_handler(cls, _domain)
 
     @app.exception_handler(Exception)

@@ -23,6 +23,7 @@ from persona_steer.store import VectorNotFound
 from persona_steer.vector_format import VectorFormatError
 
 from server.errors import APIError
+from server.lifecycle import shutdown_error
 from server.state import PERSONA_MODEL_PREFIX, ServerState, model_ids
 
 THINK_START, THINK_END = "<think>", "</think>"
@@ -175,7 +176,7 @@ def text_prompt(state: ServerState, prompt: Any) -> list[int]:
 def max_tokens_for(state: ServerState, n_prompt: int, requested: Optional[int]) -> int:
     """The request's max_tokens, checked against the context; left out: the model's default
     (generation_config's max_new_tokens), at most what the context leaves."""
-    limit = state.settings.model.max_model_len
+    limit = state.max_model_len or state.settings.model.max_model_len
     if n_prompt >= limit:
         raise APIError(400, f"the prompt has {n_prompt} tokens; this model's context is {limit}",
                        param="messages", code="context_length_exceeded")
@@ -262,16 +263,21 @@ async def generate(state: ServerState, prompt: dict, params, request_id: str,
     label = "true" if steered else "false"
     state.metrics.prompt_tokens.labels(label).inc(len(prompt["prompt_token_ids"]) * params.n)
     state.in_flight += 1
+    state.active_requests.add(request_id)
     state.metrics.running.inc()
     finished = failed = False
     stream = state.engine.generate(prompt, params, request_id)
     try:
         async for out in stream:
+            if request_id in state.cut_requests:    # a stop's grace bound passed (lifecycle)
+                raise shutdown_error(state)
             # DELTA outputs carry new tokens only; FINAL_ONLY yields once with all of them.
             state.metrics.completion_tokens.labels(label).inc(
                 sum(len(o.token_ids) for o in out.outputs))
             finished = out.finished and not any(o.finish_reason == "abort" for o in out.outputs)
             yield out
+        if not finished and request_id in state.cut_requests:
+            raise shutdown_error(state)
     except APIError:
         failed = True
         raise
@@ -280,6 +286,8 @@ async def generate(state: ServerState, prompt: dict, params, request_id: str,
         raise engine_error(err) from None
     finally:
         state.in_flight -= 1
+        state.active_requests.discard(request_id)
+        state.cut_requests.discard(request_id)
         state.metrics.running.dec()
         if not finished:
             if not failed:
@@ -302,7 +310,9 @@ def engine_error(err: BaseException) -> APIError:
         e = e.__cause__ or e.__context__
     names = {c.__name__ for x in chain for c in type(x).__mro__}
     if "EngineDeadError" in names:
-        return APIError(503, "the engine has stopped; restart the server", code="engine_dead")
+        return APIError(503, "the engine has stopped; this server exits so that its supervisor "
+                             "restarts it: retry on another replica or after the restart",
+                        code="engine_dead")
     for x in chain:
         xn = {c.__name__ for c in type(x).__mro__}
         if xn & {"VLLMValidationError", "VLLMClientError", "ValueError", "SteeringSpecError"}:

@@ -22,9 +22,11 @@ from persona_steer.store import VectorNotFound
 from persona_steer.vector_format import SteeringVector, VectorFormatError, validate_name
 
 from server import generation as g
+from server import lifecycle
 from server.errors import APIError, error_body, to_api_error
 from server.routes_openai import get_state, ready_state
 from server.schemas import EqualizeRequest, ScaleRequest, SimpleChatRequest
+from server.security import key_matches
 from server.state import ServerState
 
 log = logging.getLogger("persona_steer.server")
@@ -37,13 +39,10 @@ KIND_OF = {"personas": "persona", "traits": "trait"}
 # --- health / metrics / status ---------------------------------------------------------------
 @public.get("/health")
 async def health(request: Request):
-    state = get_state(request)
-    if state.engine_state == "ready":
-        return {"status": "ok", "engine": "ready"}
-    msg = (f"engine failed to start: {state.engine_error}" if state.engine_state == "failed"
-           else f"engine {state.engine_state}")
-    return JSONResponse(error_body(msg, "service_unavailable", None, "engine_not_ready"),
-                        status_code=503)
+    """200 only when the engine is ready and the server accepts requests; otherwise 503 with
+    the state (`status`: starting, failed, dead, stopping) and why (`error.message`)."""
+    status, body = lifecycle.health(get_state(request))
+    return JSONResponse(body, status_code=status)
 
 
 @router.get("/metrics")
@@ -63,6 +62,7 @@ def engine_counts(state: ServerState) -> dict[str, Any]:
 async def status(request: Request):
     state = get_state(request)
     shape = state.shape
+    state.store.list()          # refreshes store_errors: files dropped in or fixed by hand
     return {
         "model": state.model_id,
         "model_path": state.model_path,
@@ -71,6 +71,7 @@ async def status(request: Request):
         "hidden_size": shape.hidden_size if shape else None,
         "num_layers": shape.num_layers if shape else None,
         "steerable_layers": list(shape.steerable_layers) if shape and shape.steerable_layers else None,
+        "max_model_len": state.max_model_len,
         "steering_scale": state.scale,
         "default_strength": state.settings.steering.default_strength,
         "max_weight": state.settings.steering.max_weight,
@@ -335,7 +336,10 @@ def ws_authorized(state: ServerState, ws: WebSocket) -> bool:
         return True
     auth = ws.headers.get("authorization", "")
     token = auth[7:] if auth.lower().startswith("bearer ") else ws.query_params.get("api_key")
-    return token == state.api_key
+    if key_matches(token, state.api_key):
+        return True
+    state.metrics.auth_failures.labels("websocket").inc()
+    return False
 
 
 @public.websocket("/ws/chat")
@@ -357,6 +361,8 @@ async def ws_chat(ws: WebSocket):
     async def run(req: SimpleChatRequest):
         begun.add(asyncio.current_task())
         try:
+            if not lifecycle.accepting(state):      # stopping: no new replies on open sockets
+                raise lifecycle.refusal(state)
             if state.engine is None:
                 raise APIError(503, f"engine not ready ({state.engine_state})",
                                code="engine_not_ready")

@@ -27,11 +27,11 @@ def _jobs(request: Request):
     return state, state.jobs
 
 
-def _check_name(name: str) -> str:
+def _check_name(name: str, param: str = "name") -> str:
     try:
         return validate_name(name)
     except VectorFormatError as err:
-        raise APIError(400, str(err), param="name", code="invalid_name") from None
+        raise APIError(400, str(err), param=param, code="invalid_name") from None
 
 
 def _check_free(state, kind: str, name: str) -> None:
@@ -62,6 +62,7 @@ async def create_persona(body: PersonaCreate, request: Request):
         raise APIError(400, "give exactly one of `description` (non-empty) or `archetype`",
                        param="description", code="invalid_request")
     if body.archetype:
+        _check_name(body.archetype, "archetype")   # it names a file under datasets/archetypes/
         known = _archetypes(state.settings)
         if known is not None and body.archetype not in known:
             raise APIError(400, f"unknown archetype '{body.archetype}' (known: "

@@ -43,6 +43,9 @@ class Metrics:
                                registry=r)
         self.loop_stalls = Counter("persona_steer_event_loop_stalls",
                                    "times the event loop was blocked for over 2 s", registry=r)
+        self.auth_failures = Counter("persona_steer_auth_failures",
+                                     "requests refused for a missing or wrong API key",
+                                     ["endpoint"], registry=r)
 
 
 @dataclass
@@ -51,7 +54,7 @@ class ServerState:
     config_path: Optional[str] = None
     overrides: list[str] = field(default_factory=list)
     engine: Any = None                          # vllm AsyncLLM once ready
-    engine_state: str = "starting"              # starting | ready | failed | stopped
+    engine_state: str = "starting"              # starting | ready | failed | dead | stopped
     engine_error: Optional[str] = None
     tokenizer: Any = None
     shape: Optional[ModelShape] = None
@@ -67,6 +70,17 @@ class ServerState:
     api_key_from_flag: bool = False             # --api-key given: SIGHUP keeps it
     think: Any = None                           # server.generation.ThinkConfig
     sampling_defaults: dict = field(default_factory=dict)   # from the model's generation config
+    max_model_len: Optional[int] = None         # the engine's context (config or the model's)
+    # --- lifecycle (server.lifecycle): stopping, draining, the exit code ------------------
+    loop: Optional[asyncio.AbstractEventLoop] = None
+    stopping: Optional[str] = None              # why the server stopped accepting (None: it accepts)
+    stop_task: Optional[asyncio.Task] = None
+    stop_server: Optional[Callable[[], None]] = None   # set by lifecycle.SteerServer
+    exit_code: Optional[int] = None
+    exit_message: Optional[str] = None          # the one line `serve` prints on a non-zero exit
+    http_in_flight: int = 0
+    active_requests: set[str] = field(default_factory=set)   # engine request ids in flight
+    cut_requests: set[str] = field(default_factory=set)      # aborted at the grace bound
 
     def __post_init__(self) -> None:
         self.store = VectorStore(self.settings.path("vectors"))
@@ -98,8 +112,10 @@ class ServerState:
 
 
 def start_engine(state: ServerState, factory: Optional[Callable[[ServerState], Any]] = None,
-                 loop: Optional[asyncio.AbstractEventLoop] = None) -> threading.Thread:
-    """Build the engine in a thread (it blocks for tens of seconds); flips engine_state."""
+                 on_failure: Optional[Callable[[], None]] = None) -> threading.Thread:
+    """Build the engine in a thread (it blocks for tens of seconds); flips engine_state. A
+    failure leaves its one-line cause (server.start_errors) in engine_error, then calls
+    `on_failure` (from this thread)."""
     def run() -> None:
         try:
             engine = (factory or build_async_llm)(state)
@@ -107,10 +123,14 @@ def start_engine(state: ServerState, factory: Optional[Callable[[ServerState], A
             state.engine = engine
             state.engine_state = "ready"
             log.info("engine ready: %s", state.model_path)
-        except Exception as err:  # reported through /health and /api/status
-            log.exception("engine failed to start")
+        except Exception as err:  # reported through /health, /api/status and the exit line
+            from server.start_errors import explain
+            log.debug("engine failed to start", exc_info=err)
+            state.engine_error = explain(err, state.settings)
             state.engine_state = "failed"
-            state.engine_error = f"{type(err).__name__}: {err}"
+            log.error("engine failed to start: %s", state.engine_error)
+            if on_failure is not None:
+                on_failure()
 
     t = threading.Thread(target=run, name="engine-start", daemon=True)
     t.start()
@@ -163,6 +183,7 @@ def configure_from_engine(state: ServerState, engine) -> None:
     state.think = ThinkConfig.from_tokenizer(state.tokenizer)
     # what vLLM's own server uses for fields a request leaves out (model.generation_config)
     state.sampling_defaults = dict(engine.model_config.get_diff_sampling_param())
+    state.max_model_len = int(engine.model_config.max_model_len)
     if state.model_path is None:
         state.model_path = str(engine.model_config.model)
 

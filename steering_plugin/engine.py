@@ -58,8 +58,10 @@ def engine_kwargs(settings: Settings, model_path: str, **extra: Any) -> dict[str
         # vLLM 0.32 on CPU kills the engine when a request with its own `seed` has its prefill
         # split into chunks (the runner rewinds the request's torch.Generator with set_offset,
         # which CPU generators lack). Scheduling every prompt whole avoids partial prefills.
-        kw.update(enable_chunked_prefill=False,
-                  max_num_batched_tokens=max(m.max_model_len, 2048))
+        # (max_model_len None: vLLM sizes the batch to the model's own length itself)
+        kw.update(enable_chunked_prefill=False)
+        if m.max_model_len is not None:
+            kw.update(max_num_batched_tokens=max(m.max_model_len, 2048))
     kw.update(extra)
     return kw
 

@@ -23,8 +23,12 @@ Fixtures
                   as before it: tests write to temporary stores only.
 Helpers
   make_vector(kind, name, model_id, layers, seed, norm) -> SteeringVector (seeded random rows).
-  live_server(root, model)  context manager: another server configured like `server`, on another
-                  model (for tests that need an engine of their own).
+  set_api_key(server, key)  rotate a live server's API key (config edit + SIGHUP), None turns it off.
+  live_server(root, model, overrides=None)  context manager: another server configured like
+                  `server`, on another model and/or with config overrides ({"server":
+                  {"shutdown_grace_s": 5}}), for tests that need an engine of their own.
+  spawn_server(root, model, overrides=None)  the same, started and not waited for (tests of
+                  servers that fail to start).
 Attaching: with $PERSONA_STEER_TEST_ATTACH (a LiveServer as JSON, `LiveServer.to_json()`) the
 `server` fixture reuses that running server instead of starting one: the SDK contract tests run
 again under the other openai major that way (tests/clients/test_sdk_majors.py).
@@ -182,10 +186,9 @@ def _cli() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "persona_steer.cli"]
 
 
-@contextlib.contextmanager
-def live_server(root: Path, model: str) -> Iterator[LiveServer]:
-    """`persona-steer --config <root>/config.yaml serve` on a free port with `model` and temp
-    stores under root. Yields once /health is 200."""
+def write_server_config(root: Path, model: str, overrides: dict | None = None) -> dict:
+    """<root>/config.yaml for a test server: `model`, a free port, temp stores under root;
+    `overrides` ({"server": {"api_key": "k"}, ...}) are merged in. Returns the config."""
     port = free_port()
     cfg = {
         "model": {"name": model, "kv_cache_gib": 1, "max_num_seqs": 64,
@@ -196,19 +199,40 @@ def live_server(root: Path, model: str) -> Iterator[LiveServer]:
         "paths": {"vectors": str(root / "vectors"), "jobs": str(root / "jobs"),
                   "datasets": str(root / "datasets"), "cache": str(root / "cache")},
     }
-    config_path = root / "config.yaml"
-    config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    for section, values in (overrides or {}).items():
+        cfg.setdefault(section, {}).update(values)
+    (root / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     (root / "vectors" / "personas").mkdir(parents=True)
     (root / "vectors" / "traits").mkdir(parents=True)
-    log_path = root / "server.log"
+    return cfg
+
+
+def server_env() -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_STEER_")}
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    return env
+
+
+def spawn_server(root: Path, model: str, overrides: dict | None = None) -> LiveServer:
+    """Start (don't wait for) `persona-steer --config <root>/config.yaml serve` configured by
+    `write_server_config`. Its stdout and stderr go to .log_path."""
+    cfg = write_server_config(root, model, overrides)
+    config_path, port = root / "config.yaml", cfg["server"]["port"]
+    log_path = root / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(_cli() + ["--config", str(config_path), "serve"],
-                                stdout=log, stderr=subprocess.STDOUT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, env=server_env(),
                                 cwd=str(PROJECT_ROOT), start_new_session=True)
-    live = LiveServer(f"http://127.0.0.1:{port}", config_path, root / "vectors", root / "jobs",
-                      root / "datasets", log_path, model, proc)
+    return LiveServer(f"http://127.0.0.1:{port}", config_path, root / "vectors", root / "jobs",
+                      root / "datasets", log_path, model, proc,
+                      api_key=cfg["server"].get("api_key"))
+
+
+@contextlib.contextmanager
+def live_server(root: Path, model: str, overrides: dict | None = None) -> Iterator[LiveServer]:
+    """`spawn_server(...)`, then wait until /health is 200 and yield; stopped at the end."""
+    live = spawn_server(root, model, overrides)
+    proc = live.proc
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     try:
         while True:
@@ -257,6 +281,23 @@ def _stop(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.wait(timeout=10)
+
+
+def set_api_key(server: LiveServer, key: str | None) -> None:
+    """Rotate a running server's key as an operator does: edit its config, send SIGHUP, and wait
+    until /api/status says the key is (or is not) in force."""
+    cfg = yaml.safe_load(server.config_path.read_text())
+    cfg["server"]["api_key"] = key
+    server.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    os.kill(server.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if httpx.get(server.base_url + "/api/status", timeout=10,
+                     headers={"Authorization": f"Bearer {key}"} if key else {}
+                     ).json().get("auth") == (key is not None):
+            return
+        time.sleep(0.2)
+    raise AssertionError("key reload not applied")
 
 
 STEER_PERSONAS = {"alpha": ([0, 1, 2, 3], 11), "beta": ([1, 2], 12), "gamma": ([2], 13)}

@@ -120,6 +120,8 @@ INVALID = [
     ("server.cors_origins", "*"),
     ("server.max_body_bytes", 10),
     ("server.url", 5),
+    ("server.shutdown_grace_s", -1),
+    ("server.shutdown_grace_s", 5000),
     ("paths.datasets", ["a"]),
     ("paths.vectors", None),
     ("paths.cache", 1),
@@ -136,6 +138,16 @@ def test_invalid_value_names_the_key(empty_cfg, key, value):
     msg = str(info.value)
     assert key in msg, msg
     assert "literal[" not in msg and "list[int]" not in msg  # no pydantic union internals
+
+
+@pytest.mark.parametrize("value", ["null", "auto", "AUTO"])
+def test_max_model_len_left_to_the_model(empty_cfg, value):
+    """null (the default) or auto: vLLM derives the context from the model's own config."""
+    assert Settings().model.max_model_len is None
+    s = load_config(empty_cfg, overrides=[f"model.max_model_len={value}"], environ={})
+    assert s.model.max_model_len is None
+    assert load_config(empty_cfg, overrides=["model.max_model_len=1024"],
+                       environ={}).model.max_model_len == 1024
 
 
 def test_unknown_key_is_called_unknown(empty_cfg):

@@ -38,11 +38,16 @@ class FakeEngine:
         self.aborted.append(request_id)
 
 
-def run(outputs, *, take=None):
+def fake_state(engine, cut=()) -> SimpleNamespace:
+    return SimpleNamespace(engine=engine, engine_state="ready", metrics=Metrics(), in_flight=0,
+                           active_requests=set(), cut_requests=set(cut),
+                           settings=SimpleNamespace(server=SimpleNamespace(shutdown_grace_s=7)))
+
+
+def run(outputs, *, take=None, cut=()):
     """Consume generate() over a fake engine (only `take` items, then close, if given);
     returns (aborted counter, engine aborts, in_flight after, items seen, error raised)."""
-    state = SimpleNamespace(engine=FakeEngine(outputs), engine_state="ready", metrics=Metrics(),
-                            in_flight=0)
+    state = fake_state(FakeEngine(outputs), cut)
     seen, error = [], None
 
     async def main():
@@ -74,8 +79,7 @@ def test_a_consumer_that_stops_early_aborts_the_request_and_counts_it():
 
 def test_the_engines_generator_is_closed_at_once_not_when_collected():
     engines = []
-    state = SimpleNamespace(engine=FakeEngine([output(1, False)] * 5), engine_state="ready",
-                            metrics=Metrics(), in_flight=0)
+    state = fake_state(FakeEngine([output(1, False)] * 5))
 
     async def main():
         agen = generate(state, {"prompt_token_ids": [1]}, SimpleNamespace(n=1), "rid", False)
@@ -104,3 +108,11 @@ def test_an_engine_error_is_an_error_not_an_abort(err, status):
     assert error is not None and error.status == status
     assert counter == 0 and in_flight == 0
     assert aborts == ["rid"]        # the engine request is still cleaned up
+
+
+def test_a_request_cut_at_the_grace_bound_ends_with_an_error():
+    # server.lifecycle marks it cut and aborts it; vLLM then ends it with an "abort" output
+    counter, aborts, in_flight, seen, error = run([output(0, True, "abort")], cut=["rid"])
+    assert error is not None and error.status == 503 and error.code == "server_shutting_down"
+    assert "7 s" in error.message and "server.shutdown_grace_s" in error.message
+    assert (counter, in_flight, seen) == (0, 0, [])     # an error, not a client's abort

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import socket
 import time
 import warnings
@@ -12,7 +10,8 @@ import warnings
 import httpx
 import openai
 import pytest
-import yaml
+
+from tests.conftest import set_api_key
 
 MSG = [{"role": "user", "content": "Tell me a story about the sea."}]
 
@@ -153,25 +152,10 @@ def test_non_stream_disconnect_aborts_too(server, steer_vectors):
                                                                after_first_event=False))
 
 
-def _set_key(server, key):
-    cfg = yaml.safe_load(server.config_path.read_text())
-    cfg["server"]["api_key"] = key
-    server.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    os.kill(server.pid, signal.SIGHUP)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if httpx.get(server.base_url + "/api/status", timeout=10,
-                     headers={"Authorization": f"Bearer {key}"} if key else {}
-                     ).json().get("auth") == (key is not None):
-            return
-        time.sleep(0.2)
-    raise AssertionError("key reload not applied")
-
-
 def test_api_key_on_and_off(server, steer_vectors):
     url = server.base_url
     assert httpx.get(url + "/v1/models").status_code == 200
-    _set_key(server, "sekret-123")
+    set_api_key(server, "sekret-123")
     try:
         for method, path in [("GET", "/v1/models"), ("GET", "/api/status"), ("GET", "/metrics"),
                              ("POST", "/v1/chat/completions"), ("GET", "/api/personas"),
@@ -196,7 +180,7 @@ def test_api_key_on_and_off(server, steer_vectors):
         assert denied["type"] == "error" and denied["error"]["code"] == "invalid_api_key"
         assert allowed["type"] == "start"
     finally:
-        _set_key(server, None)
+        set_api_key(server, None)
     assert httpx.get(url + "/v1/models").status_code == 200
 
 

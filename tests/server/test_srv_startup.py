@@ -1,53 +1,40 @@
-"""A server whose engine cannot start keeps answering: /health and generation say 503 with the
-reason, the REST API that needs no engine still works, and `serve` refuses bad flags."""
+"""A server whose engine cannot start says why in one line on stderr (naming the config key)
+and exits 2 for its supervisor; `serve` refuses bad flags the same way."""
 from __future__ import annotations
 
 import json
 import subprocess
-import time
 
-import httpx
-import yaml
+import pytest
 
-from tests.conftest import _cli, _stop, free_port
+from tests.conftest import _cli, server_env, write_server_config
 
 
-def test_engine_failure_is_reported_as_503(tmp_path):
-    bogus = tmp_path / "not-a-model"
+def _bogus_model(root):
+    bogus = root / "not-a-model"
     bogus.mkdir()
     (bogus / "config.json").write_text(json.dumps({"model_type": "nothing-real"}))
-    port = free_port()
-    cfg = {"model": {"name": str(bogus)}, "server": {"port": port},
-           "paths": {"vectors": str(tmp_path / "v"), "jobs": str(tmp_path / "j"),
-                     "cache": str(tmp_path / "c")}}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    log = open(tmp_path / "log.txt", "wb")
-    proc = subprocess.Popen(_cli() + ["--config", str(tmp_path / "config.yaml"), "serve"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        body = None
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp_path / "log.txt").read_text()[-3000:]
-            try:
-                r = httpx.get(url + "/health", timeout=5)
-                body = r.json()
-                if "failed" in body["error"]["message"]:
-                    break
-            except (httpx.TransportError, KeyError):
-                pass
-            time.sleep(0.5)
-        assert r.status_code == 503 and body["error"]["code"] == "engine_not_ready", body
-        assert "engine failed to start" in body["error"]["message"]
-        chat = httpx.post(url + "/v1/chat/completions",
-                          json={"messages": [{"role": "user", "content": "hi"}]}, timeout=10)
-        assert chat.status_code == 503 and "failed" in chat.json()["error"]["message"]
-        st = httpx.get(url + "/api/status", timeout=10).json()
-        assert st["engine"] == "failed" and st["engine_error"]
-        assert httpx.get(url + "/api/personas", timeout=10).json()["personas"] == []
-    finally:
-        _stop(proc)
+    return str(bogus)
+
+
+@pytest.mark.parametrize("case", ["too-long", "not-a-model"])
+def test_engine_start_failure_is_one_line_naming_the_key_then_exit_2(tmp_path, tiny_model, case):
+    """A supervisor sees the process exit 2 (not a server answering 503 forever), and the last
+    line on stderr says what failed and which key to change."""
+    if case == "too-long":     # the tiny model's context is 4096
+        model, overrides, key = tiny_model, {"model": {"max_model_len": 8192}}, \
+            "model.max_model_len"
+    else:
+        model, overrides, key = _bogus_model(tmp_path), {}, "model.name"
+    write_server_config(tmp_path, model, overrides)
+    r = subprocess.run(_cli() + ["--config", str(tmp_path / "config.yaml"), "serve"],
+                       capture_output=True, text=True, env=server_env(), timeout=300)
+    assert r.returncode == 2, r.stderr[-3000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: engine failed to start: ") and key in last, last
+    if case == "too-long":
+        assert "8192" in last and "4096" in last, last
+    assert "Traceback" not in r.stderr.split("persona_steer.server")[-1]
 
 
 def test_serve_refuses_bad_flags(tmp_path):

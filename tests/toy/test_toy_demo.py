@@ -6,6 +6,8 @@ store (as `make serve` on a fresh clone) seeds it, and the seeded personas steer
 openai SDK."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
@@ -68,15 +70,21 @@ def test_seeding_happens_when_the_server_starts_not_when_the_app_is_built(tmp_pa
 
     from server.app import create_app
 
-    def no_engine(state):
+    release = threading.Event()
+
+    def no_engine(state):      # stays "starting" (a failed engine would stop the server)
+        release.wait()
         raise RuntimeError("no engine in this test")
 
     settings = _settings(tmp_path)
     store = VectorStore(settings.path("vectors"))
     app = create_app(settings, engine_factory=no_engine)
     assert not store.root.exists() or not list(store.root.rglob("*.safetensors"))
-    with TestClient(app) as http:
-        names = [p["name"] for p in http.get("/api/personas").json()["personas"]]
+    try:
+        with TestClient(app) as http:
+            names = [p["name"] for p in http.get("/api/personas").json()["personas"]]
+    finally:
+        release.set()
     assert sorted(names) == sorted(DEMO_PERSONAS)
 
 
