@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -143,7 +144,8 @@ def main() -> None:
               f"{len(failures)} failed")
         for f in failures[:5]:
             print("  failed:", f)
-        ends = ", ".join(f"{r['tokens']} tokens/{r['finish']}" for r in longs)
+        ends = ", ".join(f"{n} x {end}" for end, n in Counter(
+            f"{r['finish']} after {r['tokens']} content chunks" for r in longs).items())
         print(f"long streams: {len(longs)} ({ends}); one still running when the last blend "
               f"finished: {long_alive}; all clean: {long_ok}")
         print(f"/health after: {health.status_code}; steered completion after: {after.status_code}")

@@ -67,7 +67,7 @@ def pinned_hashes(extra_args: Any) -> dict[str, str] | None:
 class SteeringRuntime:
     def __init__(self, model: torch.nn.Module, hf_config: Any,
                  agree: Callable[[list[bool]], list[bool]] | None = None):
-        self.inner = model.model                         # SteerQwen3Model with the buffers
+        self.inner = model.model.steer_buffers           # model.SteeringBuffers
         self.device = self.inner.steer_table.device
         self.dtype = self.inner.steer_table.dtype
         self.store = VectorStore(getattr(hf_config, "steering_store", "vectors"))
@@ -280,8 +280,7 @@ def _tp_agreement() -> Callable[[list[bool]], list[bool]] | None:
 
 def runtime_for(model: torch.nn.Module, hf_config: Any) -> SteeringRuntime | None:
     """The model's runtime, created on first use; None for models without steering buffers."""
-    inner = getattr(model, "model", None)
-    if inner is None or not hasattr(inner, "steer_table"):
+    if getattr(getattr(model, "model", None), "steer_buffers", None) is None:
         return None
     rt = getattr(model, "steering", None)
     if rt is None:

@@ -30,7 +30,7 @@ from torch import nn
 from persona_steer.store import VectorStore
 from persona_steer.vector_format import AXIS_NAME, AXIS_PERCENTILES, SteeringVector
 from steering_plugin import admission
-from steering_plugin.model import init_steering_buffers
+from steering_plugin.model import SteeringBuffers
 from steering_plugin.runtime import SteeringRuntime
 
 HIDDEN, LAYERS, MAX_SEQS, MAX_TOKENS, CACHE = 4, 3, 4, 24, 3
@@ -84,9 +84,9 @@ class RuntimeMachine(RuleBasedStateMachine):
             steering_layers="all", steering_cap_layers=CAP_LAYERS, steering_cap_percentile=25)
         model = nn.Module()
         model.model = nn.Module()
-        init_steering_buffers(model.model, self.hf, dtype=torch.float32, slots=MAX_SEQS + 1,
+        model.model.steer_buffers = SteeringBuffers(self.hf, dtype=torch.float32, slots=MAX_SEQS + 1,
                               max_tokens=MAX_TOKENS)
-        self.inner = model.model
+        self.inner = model.model.steer_buffers
         self.rt = SteeringRuntime(model, self.hf)
         self.rt.max_unused = CACHE
         self.worker_seen: set[str] = set()        # contents the worker has loaded (model)
