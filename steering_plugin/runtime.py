@@ -52,7 +52,6 @@ class SteeringFailure(RuntimeError):
 class _Entry:
     key: tuple          # (spec, sorted (kind/name, hash) pairs) -> identifies the table contents
     spec: SteeringSpec
-    axis_hash: str | None
 
 
 def pinned_hashes(extra_args: Any) -> dict[str, str] | None:
@@ -128,7 +127,7 @@ class SteeringRuntime:
         axis = loaded.get(f"axis/{AXIS_NAME}")
         if axis is not None:
             self._sync_axis(*axis)
-        return _Entry(key, spec, axis[1] if axis is not None else None)
+        return _Entry(key, spec)
 
     def _sync_axis(self, axis: SteeringVector, axis_hash: str) -> None:
         # One axis for the engine: a newer axis takes over capping for every capped request.
