@@ -225,3 +225,23 @@ def test_v2_model_state_with_vllm_input_batch(tmp_path):
     assert "r0" not in state.steering_params
     state.prepare_dummy_inputs(2, 5)
     assert not model.model.steer_buffers.steer_index.any()
+
+
+def test_failures_ride_on_the_step_output_of_either_runner():
+    from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, ModelRunnerOutput
+
+    from steering_plugin.failures import ATTR, attach
+
+    def out():
+        return ModelRunnerOutput(req_ids=["a", "b"], req_id_to_index={"a": 0, "b": 1})
+
+    plain, v1_async, v2_async = out(), SimpleNamespace(_model_runner_output=out()), \
+        SimpleNamespace(model_runner_output=out())
+    for wrapped, inner in [(plain, plain), (v1_async, v1_async._model_runner_output),
+                           (v2_async, v2_async.model_runner_output)]:
+        attach(wrapped, {"b": "gone"})
+        assert getattr(inner, ATTR) == {"b": "gone"}
+    attach(EMPTY_MODEL_RUNNER_OUTPUT, {"b": "gone"})
+    assert not hasattr(EMPTY_MODEL_RUNNER_OUTPUT, ATTR), "never tag the shared empty output"
+    import pickle
+    assert getattr(pickle.loads(pickle.dumps(plain)), ATTR) == {"b": "gone"}  # multiproc hop
