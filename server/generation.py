@@ -271,6 +271,7 @@ async def generate(state: ServerState, prompt: dict, params, request_id: str,
         async for out in stream:
             if request_id in state.cut_requests:    # a stop's grace bound passed (lifecycle)
                 raise shutdown_error(state)
+            failed_output(out)
             # DELTA outputs carry new tokens only; FINAL_ONLY yields once with all of them.
             state.metrics.completion_tokens.labels(label).inc(
                 sum(len(o.token_ids) for o in out.outputs))
@@ -300,6 +301,20 @@ async def generate(state: ServerState, prompt: dict, params, request_id: str,
             await stream.aclose()
         except Exception:
             pass
+
+
+def failed_output(out: Any) -> None:
+    """An engine output that finished with an error (vLLM's finish_reason "error") ends the
+    request with an error for its client; the steering plugin puts its reason in stop_reason
+    (steering_plugin.failures: a vector gone or changed between admission and the worker)."""
+    for o in out.outputs:
+        if o.finish_reason != "error":
+            continue
+        reason = o.stop_reason if isinstance(o.stop_reason, str) else ""
+        if reason.startswith("steering: "):
+            raise APIError(500, f"steering could not be applied: {reason[len('steering: '):]}",
+                           code="steering_failed")
+        raise APIError(500, "the engine failed this request", code="generation_failed")
 
 
 def engine_error(err: BaseException) -> APIError:

@@ -5,6 +5,8 @@ every entry point (LLM, AsyncLLM, stock `vllm.entrypoints.openai.api_server` wit
   - a request's steering is checked against the engine's own store and model shape before it
     reaches the engine: unknown vector, bad weight, wrong hidden size, safety without an axis
     -> VLLMValidationError (HTTP 400 on the stock server), and only that request fails;
+  - the content hashes of the vectors it read are pinned in extra_args, so every worker (every
+    tensor-parallel rank) applies exactly that content or fails the request;
   - its prefix-cache salt covers the full steering config and the vectors' content hashes, so a
     steered request never reuses KV blocks computed without (or with other) steering, while
     identical configs still share.
@@ -63,9 +65,22 @@ def admit(hf_config, request) -> None:
             parameter="steering") from None
     except VectorFormatError as err:
         raise VLLMValidationError(str(err), parameter="steering") from None
+    params.extra_args = pin_hashes(params.extra_args, hashes)
     salt = spec.cache_key(hashes, float(getattr(hf_config, "steering_scale", 1.0)))
     if request.cache_salt != salt:
         request.cache_salt = salt if not request.cache_salt else f"{request.cache_salt}|{salt}"
+
+
+def pin_hashes(extra_args: dict, hashes: dict[str, str]) -> dict:
+    """A copy of extra_args that carries the content hashes read here: every worker applies
+    exactly this content or fails the request (steering_plugin.runtime). Always the hashes of
+    this read, so a caller reusing one SamplingParams never carries stale ones."""
+    out = dict(extra_args)
+    if isinstance(out.get("steering"), dict):
+        out["steering"] = {**out["steering"], "hashes": dict(hashes)}
+    else:
+        out["steer_hashes"] = dict(hashes)
+    return out
 
 
 @functools.lru_cache(maxsize=8)

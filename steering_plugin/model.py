@@ -1,11 +1,16 @@
 """SteerQwen3ForCausalLM: stock Qwen3 plus a per-token, per-request residual-stream add.
 
-After decoder layer L the residual stream is `hidden_states + residual` (vLLM fuses the add into
-the next layer's norm), so we add the request's delta to `residual`, out of place.
+Only the decoder layer class is swapped (`Qwen3Model.decoder_layer_type`): each layer runs the
+stock forward, then adds its request's delta to the residual stream it returns. vLLM's own
+`Qwen2Model.forward` loop stays, so what it does around the layers (pipeline-parallel handoff,
+the auxiliary hidden states EAGLE-3 and friends collect) keeps working and sees the steered
+stream. After decoder layer L the residual stream is `hidden_states + residual` (vLLM fuses the
+add into the next layer's norm), so the delta goes onto `residual`, out of place.
 
 Everything the compiled forward reads is a fixed-shape buffer allocated once and updated in place
 between steps by `steering_plugin.runtime.SteeringRuntime` (vLLM compiles the forward once and drops
-guards: a Python value read here would be frozen at the first trace):
+guards: a Python value read here would be frozen at the first trace). The buffers live in one
+`SteeringBuffers` module shared by every layer (and reachable as `model.steer_buffers`):
   steer_index  int64   [max_num_batched_tokens]      slot of each token (0 = unsteered)
   steer_table  float   [n_steer_layers, slots+1, H]  per-slot delta; row 0 stays all zeros
   cap_axis     float   [n_cap_layers, H]             unit assistant axis per capped layer
@@ -16,55 +21,46 @@ bit-identical to the stock model.
 """
 from __future__ import annotations
 
-from itertools import islice
-
 import torch
 from torch import nn
 
 from vllm.config import VllmConfig
 from vllm.distributed import get_pp_group
-from vllm.model_executor.models.qwen3 import Qwen3ForCausalLM, Qwen3Model
-from vllm.model_executor.models.utils import maybe_prefix
-from vllm.sequence import IntermediateTensors
+from vllm.model_executor.models.qwen3 import Qwen3DecoderLayer, Qwen3ForCausalLM, Qwen3Model
+from vllm.model_executor.models.utils import extract_layer_index, maybe_prefix
 
 from persona_steer.config import resolve_layers
+from steering_plugin.config_check import check_config
 
 
 def _layer_spec(value, default="all"):
     return default if value is None else value
 
 
-def init_steering_buffers(module: nn.Module, hf_config, *, dtype: torch.dtype, slots: int,
-                          max_tokens: int) -> None:
-    """Allocate the static steering buffers on `module` (see the module docstring)."""
-    n_layers, hidden = hf_config.num_hidden_layers, hf_config.hidden_size
-    module.steer_layers = resolve_layers(_layer_spec(getattr(hf_config, "steering_layers", None)), n_layers)
-    module.cap_layers = resolve_layers(_layer_spec(getattr(hf_config, "steering_cap_layers", None)), n_layers)
-    # layer index -> row in the tables (plain dicts fixed at init: safe to read in forward)
-    module.steer_row = {layer: i for i, layer in enumerate(module.steer_layers)}
-    module.cap_row = {layer: i for i, layer in enumerate(module.cap_layers)}
-    module.num_slots = slots
+class SteeringBuffers(nn.Module):
+    """The static steering buffers (see the module docstring) and the add that reads them."""
 
-    def buf(name, t):
-        module.register_buffer(name, t, persistent=False)  # the weight loader ignores them
+    def __init__(self, hf_config, *, dtype: torch.dtype, slots: int, max_tokens: int):
+        super().__init__()
+        n_layers, hidden = hf_config.num_hidden_layers, hf_config.hidden_size
+        self.steer_layers = resolve_layers(_layer_spec(getattr(hf_config, "steering_layers", None)), n_layers)
+        self.cap_layers = resolve_layers(_layer_spec(getattr(hf_config, "steering_cap_layers", None)), n_layers)
+        # layer index -> row in the tables (plain dicts fixed at init: safe to read in forward)
+        self.steer_row = {layer: i for i, layer in enumerate(self.steer_layers)}
+        self.cap_row = {layer: i for i, layer in enumerate(self.cap_layers)}
+        self.num_slots = slots
 
-    buf("steer_index", torch.zeros(max_tokens, dtype=torch.int64))
-    buf("steer_table", torch.zeros(len(module.steer_layers), slots, hidden, dtype=dtype))
-    buf("cap_axis", torch.zeros(max(len(module.cap_layers), 1), hidden, dtype=dtype))
-    buf("cap_thresh", torch.zeros(max(len(module.cap_layers), 1), dtype=dtype))
-    buf("cap_on", torch.zeros(slots, dtype=dtype))
+        def buf(name, t):
+            self.register_buffer(name, t, persistent=False)  # the weight loader ignores them
 
+        buf("steer_index", torch.zeros(max_tokens, dtype=torch.int64))
+        buf("steer_table", torch.zeros(len(self.steer_layers), slots, hidden, dtype=dtype))
+        buf("cap_axis", torch.zeros(max(len(self.cap_layers), 1), hidden, dtype=dtype))
+        buf("cap_thresh", torch.zeros(max(len(self.cap_layers), 1), dtype=dtype))
+        buf("cap_on", torch.zeros(slots, dtype=dtype))
 
-class SteerQwen3Model(Qwen3Model):
-    def __init__(self, *, vllm_config: VllmConfig, prefix: str = ""):
-        super().__init__(vllm_config=vllm_config, prefix=prefix)
-        init_steering_buffers(
-            self, vllm_config.model_config.hf_config, dtype=vllm_config.model_config.dtype,
-            slots=vllm_config.scheduler_config.max_num_seqs + 1,
-            max_tokens=vllm_config.scheduler_config.max_num_batched_tokens)
-
-    def _steer(self, layer_idx: int, hidden_states: torch.Tensor,
-               residual: torch.Tensor) -> torch.Tensor:
+    def steer(self, layer_idx: int, hidden_states: torch.Tensor,
+              residual: torch.Tensor) -> torch.Tensor:
         n = residual.shape[0]
         index = self.steer_index[:n]
         row = self.steer_row.get(layer_idx)
@@ -80,31 +76,33 @@ class SteerQwen3Model(Qwen3Model):
             residual = residual + lift.unsqueeze(-1) * axis
         return residual
 
-    def forward(
-        self,
-        input_ids: torch.Tensor | None,
-        positions: torch.Tensor,
-        intermediate_tensors: IntermediateTensors | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-    ) -> torch.Tensor | IntermediateTensors:
-        if get_pp_group().is_first_rank:
-            hidden_states = (inputs_embeds if inputs_embeds is not None
-                             else self.embed_input_ids(input_ids))
-            residual = None
-        else:
-            assert intermediate_tensors is not None
-            hidden_states = intermediate_tensors["hidden_states"]
-            residual = intermediate_tensors["residual"]
 
-        for idx, layer in enumerate(islice(self.layers, self.start_layer, self.end_layer),
-                                    start=self.start_layer):
-            hidden_states, residual = layer(positions, hidden_states, residual)
-            residual = self._steer(idx, hidden_states, residual)
+class SteerQwen3DecoderLayer(Qwen3DecoderLayer):
+    """The stock layer, then its request's steering on the residual stream it returns."""
 
-        if not get_pp_group().is_last_rank:
-            return IntermediateTensors({"hidden_states": hidden_states, "residual": residual})
-        hidden_states, _ = self.norm(hidden_states, residual)
-        return hidden_states
+    def __init__(self, *args, prefix: str = "", **kwargs):
+        super().__init__(*args, prefix=prefix, **kwargs)
+        self.steer_layer_idx = extract_layer_index(prefix)
+        self.steer_buffers: SteeringBuffers | None = None   # set by SteerQwen3Model
+
+    def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor,
+                residual: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden_states, residual = super().forward(positions, hidden_states, residual)
+        return hidden_states, self.steer_buffers.steer(self.steer_layer_idx, hidden_states, residual)
+
+
+class SteerQwen3Model(Qwen3Model):
+    decoder_layer_type = SteerQwen3DecoderLayer
+
+    def __init__(self, *, vllm_config: VllmConfig, prefix: str = ""):
+        check_config(vllm_config)   # refuse, at start, what the per-step index can't follow
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        self.steer_buffers = SteeringBuffers(
+            vllm_config.model_config.hf_config, dtype=vllm_config.model_config.dtype,
+            slots=vllm_config.scheduler_config.max_num_seqs + 1,
+            max_tokens=vllm_config.scheduler_config.max_num_batched_tokens)
+        for layer in self.layers[self.start_layer:self.end_layer]:
+            layer.steer_buffers = self.steer_buffers   # one shared module, not copies
 
 
 class SteerQwen3ForCausalLM(Qwen3ForCausalLM):
@@ -116,6 +114,7 @@ class SteerQwen3ForCausalLM(Qwen3ForCausalLM):
         from vllm.model_executor.layers.logits_processor import LogitsProcessor
         from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead
         from vllm.model_executor.models.utils import PPMissingLayer
+        # (tests/plugin/test_model_shape.py fails if the parent's __init__ sets other attributes)
 
         config = vllm_config.model_config.hf_config
         self.config = config

@@ -32,7 +32,8 @@ class SteeringModelState(DefaultModelState):
         if self.steering is not None:
             req_ids = list(input_batch.req_ids)
             self.steering.begin_step(req_ids, input_batch.num_scheduled_tokens,
-                                     [self.steering_params.get(r) for r in req_ids])
+                                     [self.steering_params.get(r) for r in req_ids],
+                                     live=self.steering_params.keys())
         return inputs
 
     def prepare_dummy_inputs(self, num_reqs: int, num_tokens: int) -> dict[str, Any]:

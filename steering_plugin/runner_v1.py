@@ -38,4 +38,5 @@ def _begin_step(runner, num_scheduled_tokens) -> None:
         return
     req_ids = list(runner.input_batch.req_ids)
     params = [runner.requests[r].sampling_params for r in req_ids]
-    rt.begin_step(req_ids, num_scheduled_tokens, params)
+    # runner.requests holds every unfinished request, unscheduled and preempted ones included
+    rt.begin_step(req_ids, num_scheduled_tokens, params, live=runner.requests.keys())

@@ -11,7 +11,7 @@ from torch import nn
 
 from persona_steer.store import VectorStore
 from persona_steer.vector_format import SteeringVector
-from steering_plugin.model import init_steering_buffers
+from steering_plugin.model import SteeringBuffers
 from steering_plugin.runtime import SteeringRuntime
 
 HIDDEN, LAYERS, SLOTS, MAX_TOKENS = 8, 3, 5, 64
@@ -27,7 +27,7 @@ def fake_model(tmp_path):
                          steering_layers="all", steering_cap_layers=[1], steering_cap_percentile=25)
     model = nn.Module()
     model.model = nn.Module()
-    init_steering_buffers(model.model, hf, dtype=torch.float32, slots=SLOTS, max_tokens=MAX_TOKENS)
+    model.model.steer_buffers = SteeringBuffers(hf, dtype=torch.float32, slots=SLOTS, max_tokens=MAX_TOKENS)
     return model, hf
 
 
@@ -38,7 +38,7 @@ def params(**personas):
 def test_slots_index_and_table(tmp_path):
     model, hf = fake_model(tmp_path)
     rt = SteeringRuntime(model, hf)
-    inner = model.model
+    inner = model.model.steer_buffers
     rt.begin_step(["r1", "r2", "r3", "r4"], np.array([3, 1, 2, 1]),
                   [params(a=1.0), None, params(b=0.5), params(a=1.0)])
     idx = inner.steer_index[:7].tolist()
@@ -54,13 +54,137 @@ def test_slots_index_and_table(tmp_path):
     assert set(rt.entries) == {"r1"}
 
 
-def test_unresolvable_request_runs_unsteered_and_is_reported(tmp_path):
+def test_unresolvable_request_fails_alone_for_this_step(tmp_path):
     model, hf = fake_model(tmp_path)
     rt = SteeringRuntime(model, hf)
     rt.begin_step(["x", "y"], np.array([2, 2]), [params(gone=1.0), params(a=1.0)])
-    assert model.model.steer_index[:2].tolist() == [0, 0]
-    assert model.model.steer_index[2].item() != 0
-    assert "gone" in rt.status()["errors"]["x"]
+    assert model.model.steer_buffers.steer_index[:2].tolist() == [0, 0]
+    assert model.model.steer_buffers.steer_index[2].item() != 0
+    assert set(rt.step_failures) == {"x"} and "gone" in rt.step_failures["x"]
+    # still in the batch (async scheduling runs it once more): still reported, never steered
+    rt.begin_step(["y", "x"], np.array([1, 1]), [params(a=1.0), params(gone=1.0)])
+    assert set(rt.step_failures) == {"x"} and model.model.steer_buffers.steer_index[1].item() == 0
+    rt.begin_step(["y"], np.array([1]), [params(a=1.0)])
+    assert rt.step_failures == {} and rt.failed == {}
+
+
+def pinned(hashes, **personas):
+    return SimpleNamespace(extra_args={"steering": {"personas": personas, "hashes": hashes}})
+
+
+def test_worker_applies_exactly_the_admitted_content_or_fails(tmp_path):
+    model, hf = fake_model(tmp_path)
+    store = VectorStore(tmp_path)
+    old_hash = store.content_hash("persona", "a")
+    rt = SteeringRuntime(model, hf)
+    rt.begin_step(["r1"], np.array([1]), [pinned({"persona/a": old_hash}, a=1.0)])
+    s1 = model.model.steer_buffers.steer_index[0].item()
+    assert torch.equal(model.model.steer_buffers.steer_table[0, s1], torch.ones(HIDDEN))
+    # the file is rewritten after r1 and r2 were admitted with the old hash
+    store.save(SteeringVector.build("persona", "a", {0: torch.full((HIDDEN,), 7.0)}, model="m"))
+    new_hash = store.content_hash("persona", "a")
+    rt.begin_step(["r1", "r2", "r3"], np.array([1, 1, 1]),
+                  [pinned({"persona/a": old_hash}, a=1.0), pinned({"persona/a": old_hash}, a=2.0),
+                   pinned({"persona/a": new_hash}, a=1.0)])
+    s1, s2, s3 = model.model.steer_buffers.steer_index[:3].tolist()
+    # r2: old content by hash, from the worker's content-addressed cache (as every rank would)
+    assert torch.equal(model.model.steer_buffers.steer_table[0, s2], torch.full((HIDDEN,), 2.0))
+    assert torch.equal(model.model.steer_buffers.steer_table[0, s3], torch.full((HIDDEN,), 7.0))
+    assert rt.step_failures == {}
+    # a fresh worker (or another rank) never saw the old content: it fails r4, alone
+    rt2 = SteeringRuntime(model, hf)
+    rt2.begin_step(["r4", "r5"], np.array([1, 1]),
+                   [pinned({"persona/a": old_hash}, a=1.0), pinned({"persona/a": new_hash}, a=1.0)])
+    assert set(rt2.step_failures) == {"r4"} and "changed on disk" in rt2.step_failures["r4"]
+    assert model.model.steer_buffers.steer_index[0].item() == 0 and model.model.steer_buffers.steer_index[1].item() != 0
+
+
+def test_ranks_agree_on_failures(tmp_path):
+    model, hf = fake_model(tmp_path)
+    seen = []
+
+    def other_rank_failed_the_first(ok):     # what the TP all-reduce would return
+        seen.append(list(ok))
+        return [False] + ok[1:]
+
+    rt = SteeringRuntime(model, hf, agree=other_rank_failed_the_first)
+    rt.begin_step(["r1", "r2"], np.array([1, 1]), [params(a=1.0), params(b=1.0)])
+    assert seen == [[True, True]]
+    assert set(rt.step_failures) == {"r1"} and "tensor-parallel" in rt.step_failures["r1"]
+    assert model.model.steer_buffers.steer_index[0].item() == 0 and model.model.steer_buffers.steer_index[1].item() != 0
+    rt.begin_step(["r1", "r2"], np.array([1, 1]), [params(a=1.0), params(b=1.0)])
+    assert len(seen) == 1, "agreement runs only in steps that resolve new requests"
+
+
+def test_live_request_keeps_its_delta_past_the_cache_bound(tmp_path):
+    """Issue 24: with a bound of 2 unused deltas, 30 short requests with distinct weights go
+    through while a long one runs; the long one's delta and slot stay right every step."""
+    model, hf = fake_model(tmp_path)
+    rt = SteeringRuntime(model, hf)
+    rt.max_unused = 2
+    table, index = model.model.steer_buffers.steer_table, model.model.steer_buffers.steer_index
+    for i in range(30):
+        short = f"s{i}"
+        rt.begin_step(["long", short], np.array([1, 1]), [params(b=0.9), params(a=0.01 * (i + 1))])
+        sl, ss = index[:2].tolist()
+        assert torch.equal(table[2, sl], torch.full((HIDDEN,), 9.0)), f"step {i}"
+        assert torch.allclose(table[0, ss], torch.full((HIDDEN,), 0.01 * (i + 1)))
+        assert len(rt.unused) <= 2 and len(rt.deltas) <= 2 + 2
+    # the long request, unscheduled for a while (still live), comes back with its delta
+    for i in range(5):
+        rt.begin_step([f"t{i}"], np.array([1]), [params(a=-0.5 - i)], live=["long"])
+    rt.begin_step(["long"], np.array([3]), [params(b=0.9)])
+    s = index[0].item()
+    assert index[:3].tolist() == [s] * 3 and torch.equal(table[2, s], torch.full((HIDDEN,), 9.0))
+    # it finishes: now its delta is unused, and the bound applies to it too
+    for i in range(3):
+        rt.begin_step([f"u{i}"], np.array([1]), [params(a=0.3 + i)])
+    assert not any(k[0].personas == (("b", 0.9),) for k in rt.deltas)
+
+
+def test_batch_with_more_configs_than_the_cache_holds(tmp_path):
+    model, hf = fake_model(tmp_path)
+    rt = SteeringRuntime(model, hf)
+    rt.max_unused = 1
+    weights = [0.5, 1.0, 1.5, 2.0]                       # 4 configs, 4 free slots, cache of 1
+    ids = [f"r{i}" for i in range(4)]
+    for _ in range(3):
+        rt.begin_step(ids, np.array([1, 2, 1, 1]), [params(a=w) for w in weights])
+        idx = model.model.steer_buffers.steer_index[:5].tolist()
+        per_req = [idx[0], idx[1], idx[3], idx[4]]
+        assert idx[1] == idx[2] and len(set(per_req)) == 4 and 0 not in per_req
+        for slot, w in zip(per_req, weights):
+            assert torch.allclose(model.model.steer_buffers.steer_table[0, slot], torch.full((HIDDEN,), w))
+
+
+def test_index_copy_never_waits_on_the_device_stream(tmp_path, monkeypatch):
+    """On a CUDA device the slot index goes host -> pinned -> device with non_blocking=True
+    (async_tensor_h2d's way); on CPU a plain copy."""
+    model, hf = fake_model(tmp_path)
+    rt = SteeringRuntime(model, hf)
+    calls = []
+
+    class FakeCudaIndex:
+        is_cuda = True
+
+        def __getitem__(self, sl):
+            return self
+
+        def copy_(self, src, non_blocking=False):
+            calls.append((src.is_pinned(), non_blocking))
+
+        def zero_(self):
+            pass
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t: t.clone(), raising=False)
+    rt.inner = SimpleNamespace(**{k: getattr(model.model.steer_buffers, k) for k in
+                                  ("steer_table", "cap_on", "num_slots")},
+                               steer_index=FakeCudaIndex())
+    rt._write_index(np.array([1, 1, 0]))
+    assert calls == [(False, True)]   # pinned() is faked here (no CUDA); non_blocking is what counts
+    rt.inner = model.model.steer_buffers
+    rt._write_index(np.array([2, 0]))
+    assert model.model.steer_buffers.steer_index[:2].tolist() == [2, 0]
 
 
 def test_more_configs_than_ever_fit_reuses_free_slots(tmp_path):
@@ -69,10 +193,10 @@ def test_more_configs_than_ever_fit_reuses_free_slots(tmp_path):
     for step in range(20):   # 20 distinct weights over time, never more than 2 per batch
         w1, w2 = 0.1 * (step + 1), -0.1 * step - 0.05
         rt.begin_step([f"p{step}", f"q{step}"], np.array([1, 1]), [params(a=w1), params(a=w2)])
-        s = model.model.steer_index[:2].tolist()
+        s = model.model.steer_buffers.steer_index[:2].tolist()
         assert s[0] != s[1] and 0 not in s
-        assert torch.allclose(model.model.steer_table[0, s[0]], torch.full((HIDDEN,), w1))
-        assert torch.allclose(model.model.steer_table[0, s[1]], torch.full((HIDDEN,), w2))
+        assert torch.allclose(model.model.steer_buffers.steer_table[0, s[0]], torch.full((HIDDEN,), w1))
+        assert torch.allclose(model.model.steer_buffers.steer_table[0, s[1]], torch.full((HIDDEN,), w2))
 
 
 def test_v2_model_state_with_vllm_input_batch(tmp_path):
@@ -94,10 +218,30 @@ def test_v2_model_state_with_vllm_input_batch(tmp_path):
     batch = InputBatch.make_dummy(2, 5, InputBuffers(4, MAX_TOKENS, torch.device("cpu")))
     batch = dataclasses.replace(batch, req_ids=["r1", "r0"], num_scheduled_tokens=np.array([2, 3]))
     assert state.prepare_inputs(batch, None) == {}
-    idx = model.model.steer_index[:5].tolist()
+    idx = model.model.steer_buffers.steer_index[:5].tolist()
     assert idx[:2] == [0, 0] and idx[2] == idx[3] == idx[4] != 0
-    assert torch.equal(model.model.steer_table[2, idx[2]], torch.full((HIDDEN,), 10.0))
+    assert torch.equal(model.model.steer_buffers.steer_table[2, idx[2]], torch.full((HIDDEN,), 10.0))
     state.remove_request("r0")
     assert "r0" not in state.steering_params
     state.prepare_dummy_inputs(2, 5)
-    assert not model.model.steer_index.any()
+    assert not model.model.steer_buffers.steer_index.any()
+
+
+def test_failures_ride_on_the_step_output_of_either_runner():
+    from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, ModelRunnerOutput
+
+    from steering_plugin.failures import ATTR, attach
+
+    def out():
+        return ModelRunnerOutput(req_ids=["a", "b"], req_id_to_index={"a": 0, "b": 1})
+
+    plain, v1_async, v2_async = out(), SimpleNamespace(_model_runner_output=out()), \
+        SimpleNamespace(model_runner_output=out())
+    for wrapped, inner in [(plain, plain), (v1_async, v1_async._model_runner_output),
+                           (v2_async, v2_async.model_runner_output)]:
+        attach(wrapped, {"b": "gone"})
+        assert getattr(inner, ATTR) == {"b": "gone"}
+    attach(EMPTY_MODEL_RUNNER_OUTPUT, {"b": "gone"})
+    assert not hasattr(EMPTY_MODEL_RUNNER_OUTPUT, ATTR), "never tag the shared empty output"
+    import pickle
+    assert getattr(pickle.loads(pickle.dumps(plain)), ATTR) == {"b": "gone"}  # multiproc hop
