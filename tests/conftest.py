@@ -67,7 +67,8 @@ ATTACH_ENV = "PERSONA_STEER_TEST_ATTACH"
 # A test that starts an engine in its own body marks itself (`pytestmark = pytest.mark.engine`).
 ENGINE_FIXTURES = frozenset({
     "server", "steer_vectors", "live",                       # tests/conftest.py, tests/clients
-    "defaults_server",                                       # tests/server
+    "defaults_server", "disk_server", "auto_len_server",     # tests/server
+    "grace_server",
     "plugin_env", "stock_llm",                               # tests/plugin
     "ext_llm",                                               # tests/extraction
     "toy_server", "first_run",                               # tests/toy
