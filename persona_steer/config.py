@@ -50,6 +50,10 @@ class ModelSettings(_Section):
     generation_config: Literal["auto", "vllm"] = Field(
         "auto", description="defaults for sampling fields a request leaves out: auto = the "
                             "model's generation_config.json, as `vllm serve` does; vllm = OpenAI's")
+    model_runner: Literal["v1", "v2", "auto"] = Field(
+        "v1", description="GPU: vLLM's model runner. v1 is the path the test suite runs end to "
+                          "end (on CPU it is the only one); v2 (vLLM's GPU default) is "
+                          "unit-tested only; auto lets vLLM choose")
     cpu_wait_us: float = Field(20.0, ge=0, le=10000,
                                description="CPU only: engine processes sleep this long between "
                                            "checks for the next step instead of spinning; 0 spins")

@@ -30,11 +30,18 @@ def steering_overrides(settings: Settings, model_id: str | None = None) -> dict[
     }
 
 
+RUNNER_ENV = "VLLM_USE_V2_MODEL_RUNNER"
+
+
 def export_engine_env(settings: Settings) -> None:
     """Settings that vLLM's engine core and worker processes read from the environment (they
-    inherit it): the CPU KV cache size, and the plugin's CPU wait (steering_plugin.cpu_wait)."""
+    inherit it): the CPU KV cache size, the plugin's CPU wait (steering_plugin.cpu_wait), and
+    the model runner (`model.model_runner`: V1, the path the tests run, unless told otherwise)."""
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.model.kv_cache_gib))
     os.environ[cpu_wait.ENV] = str(settings.model.cpu_wait_us)
+    runner = settings.model.model_runner
+    if runner != "auto":   # auto: vLLM's own choice, or the variable as the environment sets it
+        os.environ[RUNNER_ENV] = "1" if runner == "v2" else "0"
 
 
 def engine_kwargs(settings: Settings, model_path: str, **extra: Any) -> dict[str, Any]:
