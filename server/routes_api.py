@@ -28,6 +28,7 @@ from server.routes_openai import get_state, ready_state
 from server.schemas import EqualizeRequest, ScaleRequest, SimpleChatRequest
 from server.security import key_matches
 from server.state import ServerState
+from server.think import THINK_START, ThinkSplitter
 
 log = logging.getLogger("persona_steer.server")
 
@@ -276,7 +277,7 @@ async def simple_chat_events(state: ServerState, req: SimpleChatRequest) -> Asyn
                                skip_special_tokens=not state.think.tags_special,
                                defaults=state.sampling_defaults)
     rid = g.new_id("chat")
-    sp = g.ThinkSplitter(state.think, text.rstrip("\n").endswith(g.THINK_START))
+    sp = ThinkSplitter(state.think, text.rstrip("\n").endswith(THINK_START))
     yield {"type": "start", "id": rid, "steering": steering.applied}
     n_out, reason = 0, None
     async for out in g.generate(state, g.engine_prompt(ids, steering), params, rid,

@@ -18,6 +18,7 @@ from server import generation as g
 from server.errors import APIError, to_api_error
 from server.schemas import ChatCompletionRequest, CompletionRequest
 from server.state import PERSONA_MODEL_PREFIX, ServerState, model_ids
+from server.think import THINK_START, ThinkSplitter
 
 router = APIRouter()
 
@@ -154,7 +155,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
                                logprobs=top if req.logprobs else None,
                                skip_special_tokens=not state.think.tags_special,
                                defaults=state.sampling_defaults)
-    start_reasoning = text.rstrip("\n").endswith(g.THINK_START)
+    start_reasoning = text.rstrip("\n").endswith(THINK_START)
     rid = g.new_id("chatcmpl")
     model = req.model or state.model_id
     created = g.now()
@@ -166,7 +167,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
         final = results[0]
         choices, n_out = [], 0
         for o in sorted(final.outputs, key=lambda o: o.index):
-            sp = g.ThinkSplitter(state.think, start_reasoning)
+            sp = ThinkSplitter(state.think, start_reasoning)
             reasoning, content = sp.feed(o.text)
             n_out += len(o.token_ids)
             lp = (g.chat_logprobs(state, o.token_ids, o.logprobs, top) if req.logprobs else None)
@@ -185,13 +186,13 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
     chunk = chunk_maker("chat.completion.chunk", rid, created, model, include_usage)
 
     async def events():
-        splitters: dict[int, g.ThinkSplitter] = {}
+        splitters: dict[int, ThinkSplitter] = {}
         n_out = 0
         async for _, out in source:
             for o in out.outputs:
                 i = o.index
                 if i not in splitters:
-                    splitters[i] = g.ThinkSplitter(state.think, start_reasoning)
+                    splitters[i] = ThinkSplitter(state.think, start_reasoning)
                     first = {"index": i, "delta": {"role": "assistant", "content": ""},
                              "logprobs": None, "finish_reason": None}
                     yield chunk([first], **({"steering": steering.applied} if i == 0 else {}))
