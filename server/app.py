@@ -147,7 +147,7 @@ def create_app(settings: Settings, *, config_path: Optional[str] = None,
     app.state.ps = state
     install_handlers(app)
     auth = [Depends(require_key)]
-    app.include_router(routes_api.public)
+    app.include_router(routes_api.public_router)
     app.include_router(routes_openai.router, dependencies=auth, tags=["openai"])
     app.include_router(routes_api.router, dependencies=auth, tags=["api"])
     app.include_router(routes_jobs.router, dependencies=auth, tags=["jobs"])
