@@ -7,9 +7,11 @@ import json
 import sys
 from typing import Any
 
-from persona_steer.cli import CLIError, penalties_from_args
+from persona_steer.cli import CLIError
 
+from clients.cli_shared import decoding_from_args, entry_names, format_status
 from clients.client import PersonaSteerClient, PersonaSteerError, ServerUnreachable
+from clients.repl import run_repl
 
 
 def _client(args) -> PersonaSteerClient:
@@ -39,17 +41,13 @@ def _run(func):
     return wrapper
 
 
-def _names(entries: list[dict]) -> list[str]:
-    return [e.get("name", "?") if isinstance(e, dict) else str(e) for e in entries]
-
-
 def _resolve_kind(client: PersonaSteerClient, name: str, kind: str | None) -> str:
     if kind:
         return kind
-    personas = _names(client.list_vectors("persona"))
+    personas = entry_names(client.list_vectors("persona"))
     if name in personas:
         return "persona"
-    traits = _names(client.list_vectors("trait"))
+    traits = entry_names(client.list_vectors("trait"))
     if name in traits:
         return "trait"
     raise CLIError(f"no persona or trait named '{name}' (personas: {', '.join(personas) or 'none'}; "
@@ -128,7 +126,7 @@ def _delete(args) -> int:
 @_run
 def _clear_personas(args) -> int:
     with _client(args) as c:
-        names = _names(c.list_vectors("persona"))
+        names = entry_names(c.list_vectors("persona"))
         if not names:
             print("no personas to delete")
             return 0
@@ -140,30 +138,6 @@ def _clear_personas(args) -> int:
 
 
 # --- status -------------------------------------------------------------------------------
-def format_status(st: dict) -> list[str]:
-    lines = []
-    model = st.get("model")
-    if isinstance(model, dict):
-        model = model.get("name") or model.get("id") or json.dumps(model)
-    lines.append(f"model:          {model}")
-    engine = st.get("engine_state", st.get("engine"))
-    if isinstance(engine, dict):
-        engine = engine.get("state") or json.dumps(engine)
-    lines.append(f"engine:         {engine}")
-    if "steering_scale" in st:
-        lines.append(f"steering scale: {st['steering_scale']}")
-    loaded = st.get("loaded", st.get("loaded_vectors"))
-    if isinstance(loaded, dict):
-        for kind, names in loaded.items():
-            shown = ", ".join(_names(names)) if isinstance(names, list) else str(names)
-            lines.append(f"loaded {kind + ':':<8} {shown or 'none'}")
-    elif isinstance(loaded, list):
-        shown = ", ".join(x if isinstance(x, str) else
-                          f"{x.get('kind', '')}/{x.get('name', '')}".lstrip("/") for x in loaded)
-        lines.append(f"loaded:         {shown or 'none'}")
-    return lines
-
-
 @_run
 def _status(args) -> int:
     with _client(args) as c:
@@ -194,17 +168,6 @@ def steering_from_args(args) -> dict[str, Any]:
     if args.safety is not None:
         out["safety"] = args.safety == "on"
     return out
-
-
-def decoding_from_args(args) -> dict[str, Any]:
-    """The decoding fields `generate` and `chat` send. Each penalty defaults to config `clients`
-    (a presence penalty stops over-steering loops); 0 sends none, the API's default."""
-    from persona_steer.config import load_config
-
-    gen = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed,
-           "model": args.model, "thinking": None if args.thinking is None else args.thinking == "on"}
-    gen.update(penalties_from_args(args, lambda: load_config(args.config, overrides=args.overrides).clients))
-    return gen
 
 
 @_run
@@ -243,8 +206,6 @@ def _generate(args) -> int:
 
 
 def _chat(args) -> int:
-    from clients.repl import run_repl
-
     steering = steering_from_args(args)
     client = _client(args)
     try:

@@ -13,7 +13,9 @@ from typing import Any, Callable
 from rich.console import Console
 from rich.markup import escape
 
+from clients.cli_shared import decoding_from_args, format_status
 from clients.client import PersonaSteerClient, PersonaSteerError, ServerUnreachable
+from persona_steer.cli import CLIError
 
 STRENGTH_RANGE = (0.0, 2.0)
 
@@ -192,7 +194,6 @@ class Repl:
         raise ReplError(f"no persona or trait named '{arg}'")
 
     def cmd_status(self, arg: str) -> None:
-        from clients.cli import format_status
         for line in format_status(self.client.status()):
             self.info(line)
 
@@ -290,8 +291,6 @@ def _line_reader(interactive: bool, history_path, prompt: Callable[[], str]):
 
 
 def run_repl(client: PersonaSteerClient, steering: dict[str, Any], args) -> int:
-    from clients.cli import decoding_from_args
-    from persona_steer.cli import CLIError
 
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     console = Console(highlight=False)

@@ -71,7 +71,8 @@ def _vectors(args) -> int:
     import torch
 
     from persona_steer.config import load_config
-    from extraction.toy.demo import build_demo_vectors, demo_dir
+    from extraction.toy.demo import build_demo_vectors
+    from persona_steer.toy_demo import demo_dir
 
     # the demo set is a fixed, seeded recipe (extraction.toy.demo); only where files go may vary
     ignored = [o for o in args.overrides if not o.split("=", 1)[0].strip().startswith("paths.")]

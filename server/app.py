@@ -22,6 +22,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from persona_steer.config import Settings
+from persona_steer.toy_demo import seed_demo_vectors
 
 from server import lifecycle, routes_api, routes_jobs, routes_openai
 from server.errors import APIError, error_body, install_handlers
@@ -91,8 +92,7 @@ class LimitsMiddleware:
 
 def _seed_demo_vectors(state: ServerState) -> None:
     """A first start on the toy model with an empty store gets its demo personas and traits, so
-    steering works at once (extraction.toy.demo; `server.demo_vectors: off` skips it)."""
-    from extraction.toy.demo import seed_demo_vectors
+    steering works at once (persona_steer.toy_demo; `server.demo_vectors: off` skips it)."""
     try:
         seed_demo_vectors(state.settings, state.store)
     except OSError as err:          # e.g. a read-only store: serve without them
@@ -147,7 +147,7 @@ def create_app(settings: Settings, *, config_path: Optional[str] = None,
     app.state.ps = state
     install_handlers(app)
     auth = [Depends(require_key)]
-    app.include_router(routes_api.public)
+    app.include_router(routes_api.public_router)
     app.include_router(routes_openai.router, dependencies=auth, tags=["openai"])
     app.include_router(routes_api.router, dependencies=auth, tags=["api"])
     app.include_router(routes_jobs.router, dependencies=auth, tags=["jobs"])

@@ -21,23 +21,25 @@ from pydantic import ValidationError
 from persona_steer.store import VectorNotFound
 from persona_steer.vector_format import SteeringVector, VectorFormatError, validate_name
 
-from server import generation as g
 from server import lifecycle
 from server.errors import APIError, error_body, to_api_error
+from server.generation import (chat_prompt, engine_prompt, finish, generate, max_tokens_for, new_id,
+                               resolve_steering, sampling_params, usage)
 from server.routes_openai import get_state, ready_state
 from server.schemas import EqualizeRequest, ScaleRequest, SimpleChatRequest
 from server.security import key_matches
 from server.state import ServerState
+from server.think import THINK_START, ThinkSplitter
 
 log = logging.getLogger("persona_steer.server")
 
 router = APIRouter()          # needs the API key (when set)
-public = APIRouter()          # /health only
+public_router = APIRouter()   # no API key: /health and the chat page's socket
 KIND_OF = {"personas": "persona", "traits": "trait"}
 
 
 # --- health / metrics / status ---------------------------------------------------------------
-@public.get("/health")
+@public_router.get("/health")
 async def health(request: Request):
     """200 only when the engine is ready and the server accepts requests; otherwise 503 with
     the state (`status`: starting, failed, dead, stopping) and why (`error.message`)."""
@@ -267,20 +269,20 @@ async def set_scale(body: ScaleRequest, request: Request):
 # --- simple chat (REST + WebSocket) ---------------------------------------------------------
 async def simple_chat_events(state: ServerState, req: SimpleChatRequest) -> AsyncIterator[dict]:
     """Events: start (id, steering), delta (content | reasoning), done (finish_reason, usage)."""
-    steering = g.resolve_steering(state, req)
+    steering = resolve_steering(state, req)
     state.metrics.requests.labels("api_chat", str(steering.steered).lower()).inc()
     kwargs = {} if req.enable_thinking is None else {"enable_thinking": req.enable_thinking}
-    ids, text = g.chat_prompt(state, req.to_messages(), kwargs)
-    max_tokens = g.max_tokens_for(state, len(ids), req.max_tokens)
-    params = g.sampling_params(req_like(req), max_tokens, steering, stream=True, logprobs=None,
-                               skip_special_tokens=not state.think.tags_special,
-                               defaults=state.sampling_defaults)
-    rid = g.new_id("chat")
-    sp = g.ThinkSplitter(state.think, text.rstrip("\n").endswith(g.THINK_START))
+    ids, text = chat_prompt(state, req.to_messages(), kwargs)
+    max_tokens = max_tokens_for(state, len(ids), req.max_tokens)
+    params = sampling_params(SamplingFieldsOf(req), max_tokens, steering, stream=True,
+                             logprobs=None, skip_special_tokens=not state.think.tags_special,
+                             defaults=state.sampling_defaults)
+    rid = new_id("chat")
+    sp = ThinkSplitter(state.think, text.rstrip("\n").endswith(THINK_START))
     yield {"type": "start", "id": rid, "steering": steering.applied}
     n_out, reason = 0, None
-    async for out in g.generate(state, g.engine_prompt(ids, steering), params, rid,
-                                steering.steered):
+    async for out in generate(state, engine_prompt(ids, steering), params, rid,
+                              steering.steered):
         o = out.outputs[0]
         n_out += len(o.token_ids)
         reasoning, content = sp.feed(o.text)
@@ -289,10 +291,10 @@ async def simple_chat_events(state: ServerState, req: SimpleChatRequest) -> Asyn
         if content:
             yield {"type": "delta", "content": content}
         reason = o.finish_reason or reason
-    yield {"type": "done", "finish_reason": g.finish(reason), "usage": g.usage(len(ids), n_out)}
+    yield {"type": "done", "finish_reason": finish(reason), "usage": usage(len(ids), n_out)}
 
 
-class req_like:
+class SamplingFieldsOf:
     """Adapts SimpleChatRequest to the sampling fields `sampling_params` reads."""
 
     def __init__(self, r: SimpleChatRequest):
@@ -342,7 +344,7 @@ def ws_authorized(state: ServerState, ws: WebSocket) -> bool:
     return False
 
 
-@public.websocket("/ws/chat")
+@public_router.websocket("/ws/chat")
 async def ws_chat(ws: WebSocket):
     """Streaming chat over a WebSocket. Send {"message": ..., "persona": ..., ...} (the
     /api/chat body); receive start/delta/done events; send {"type": "stop"} to stop."""

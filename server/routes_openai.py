@@ -14,10 +14,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
-from server import generation as g
 from server.errors import APIError, to_api_error
+from server.generation import (chat_logprobs, chat_prompt, completion_logprobs, engine_prompt,
+                               finish, generate, max_tokens_for, merge, new_id, now,
+                               resolve_steering, sampling_params, text_prompt, usage)
 from server.schemas import ChatCompletionRequest, CompletionRequest
 from server.state import PERSONA_MODEL_PREFIX, ServerState, model_ids
+from server.think import THINK_START, ThinkSplitter
 
 router = APIRouter()
 
@@ -145,39 +148,39 @@ async def ended(events: AsyncGenerator[str, None]) -> AsyncIterator[str]:
 @router.post("/v1/chat/completions")
 async def chat_completions(req: ChatCompletionRequest, request: Request):
     state = ready_state(request)
-    steering = g.resolve_steering(state, req, req.model)
+    steering = resolve_steering(state, req, req.model)
     state.metrics.requests.labels("chat", str(steering.steered).lower()).inc()
-    ids, text = g.chat_prompt(state, req.messages, req.chat_template_kwargs)
-    max_tokens = g.max_tokens_for(state, len(ids), req.max_completion_tokens or req.max_tokens)
+    ids, text = chat_prompt(state, req.messages, req.chat_template_kwargs)
+    max_tokens = max_tokens_for(state, len(ids), req.max_completion_tokens or req.max_tokens)
     top = req.top_logprobs or 0
-    params = g.sampling_params(req, max_tokens, steering, stream=req.stream,
-                               logprobs=top if req.logprobs else None,
-                               skip_special_tokens=not state.think.tags_special,
-                               defaults=state.sampling_defaults)
-    start_reasoning = text.rstrip("\n").endswith(g.THINK_START)
-    rid = g.new_id("chatcmpl")
+    params = sampling_params(req, max_tokens, steering, stream=req.stream,
+                             logprobs=top if req.logprobs else None,
+                             skip_special_tokens=not state.think.tags_special,
+                             defaults=state.sampling_defaults)
+    start_reasoning = text.rstrip("\n").endswith(THINK_START)
+    rid = new_id("chatcmpl")
     model = req.model or state.model_id
-    created = g.now()
-    agen = g.merge([g.generate(state, g.engine_prompt(ids, steering), params, rid,
-                               steering.steered)])
+    created = now()
+    agen = merge([generate(state, engine_prompt(ids, steering), params, rid,
+                           steering.steered)])
 
     if not req.stream:
         results = await run_to_end(request, agen)
         final = results[0]
         choices, n_out = [], 0
         for o in sorted(final.outputs, key=lambda o: o.index):
-            sp = g.ThinkSplitter(state.think, start_reasoning)
+            sp = ThinkSplitter(state.think, start_reasoning)
             reasoning, content = sp.feed(o.text)
             n_out += len(o.token_ids)
-            lp = (g.chat_logprobs(state, o.token_ids, o.logprobs, top) if req.logprobs else None)
+            lp = (chat_logprobs(state, o.token_ids, o.logprobs, top) if req.logprobs else None)
             choices.append({
                 "index": o.index,
                 "message": {"role": "assistant", "content": content,
                             "reasoning_content": reasoning if sp.seen_reasoning else None},
                 "logprobs": {"content": lp} if lp is not None else None,
-                "finish_reason": g.finish(o.finish_reason)})
+                "finish_reason": finish(o.finish_reason)})
         return {"id": rid, "object": "chat.completion", "created": created, "model": model,
-                "choices": choices, "usage": g.usage(len(ids), n_out),
+                "choices": choices, "usage": usage(len(ids), n_out),
                 "steering": steering.applied}
 
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -185,13 +188,13 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
     chunk = chunk_maker("chat.completion.chunk", rid, created, model, include_usage)
 
     async def events():
-        splitters: dict[int, g.ThinkSplitter] = {}
+        splitters: dict[int, ThinkSplitter] = {}
         n_out = 0
         async for _, out in source:
             for o in out.outputs:
                 i = o.index
                 if i not in splitters:
-                    splitters[i] = g.ThinkSplitter(state.think, start_reasoning)
+                    splitters[i] = ThinkSplitter(state.think, start_reasoning)
                     first = {"index": i, "delta": {"role": "assistant", "content": ""},
                              "logprobs": None, "finish_reason": None}
                     yield chunk([first], **({"steering": steering.applied} if i == 0 else {}))
@@ -202,7 +205,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
                     delta["reasoning_content"] = reasoning
                 if content:
                     delta["content"] = content
-                lp = (g.chat_logprobs(state, o.token_ids, o.logprobs, top)
+                lp = (chat_logprobs(state, o.token_ids, o.logprobs, top)
                       if req.logprobs and o.token_ids else None)
                 if delta or lp:
                     yield chunk([{"index": i, "delta": delta,
@@ -210,9 +213,9 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
                                   "finish_reason": None}])
                 if o.finish_reason is not None:
                     yield chunk([{"index": i, "delta": {}, "logprobs": None,
-                                  "finish_reason": g.finish(o.finish_reason)}])
+                                  "finish_reason": finish(o.finish_reason)}])
         if include_usage:
-            yield chunk([], usage=g.usage(len(ids), n_out))
+            yield chunk([], usage=usage(len(ids), n_out))
 
     return sse(ended(events()))
 
@@ -223,24 +226,24 @@ async def completions(req: CompletionRequest, request: Request):
     state = ready_state(request)
     if req.echo:
         raise APIError(400, "echo is not supported", param="echo")
-    steering = g.resolve_steering(state, req, req.model)
+    steering = resolve_steering(state, req, req.model)
     state.metrics.requests.labels("completions", str(steering.steered).lower()).inc()
     prompts = req.prompt if isinstance(req.prompt, list) and isinstance(req.prompt[0], str) \
         else [req.prompt]
-    id_lists = [g.text_prompt(state, p) for p in prompts]
-    max_tokens = max(1, min(g.max_tokens_for(state, len(ids), req.max_tokens or 16)
+    id_lists = [text_prompt(state, p) for p in prompts]
+    max_tokens = max(1, min(max_tokens_for(state, len(ids), req.max_tokens or 16)
                             for ids in id_lists))
     top = req.logprobs or 0
-    params = g.sampling_params(req, max_tokens, steering, stream=req.stream,
-                               logprobs=req.logprobs,
-                               skip_special_tokens=req.skip_special_tokens is not False,
-                               defaults=state.sampling_defaults)
-    rid = g.new_id("cmpl")
+    params = sampling_params(req, max_tokens, steering, stream=req.stream,
+                             logprobs=req.logprobs,
+                             skip_special_tokens=req.skip_special_tokens is not False,
+                             defaults=state.sampling_defaults)
+    rid = new_id("cmpl")
     model = req.model or state.model_id
-    created = g.now()
-    agen = g.merge([g.generate(state, g.engine_prompt(ids, steering), params,
-                               f"{rid}-{k}" if len(id_lists) > 1 else rid, steering.steered)
-                    for k, ids in enumerate(id_lists)])
+    created = now()
+    agen = merge([generate(state, engine_prompt(ids, steering), params,
+                           f"{rid}-{k}" if len(id_lists) > 1 else rid, steering.steered)
+                  for k, ids in enumerate(id_lists)])
     n_prompt = sum(len(ids) for ids in id_lists)
 
     if not req.stream:
@@ -251,15 +254,15 @@ async def completions(req: CompletionRequest, request: Request):
                 n_out += len(o.token_ids)
                 choice = {
                     "index": k * req.n + o.index, "text": o.text,
-                    "logprobs": (g.completion_logprobs(state, o.token_ids, o.logprobs, top)
+                    "logprobs": (completion_logprobs(state, o.token_ids, o.logprobs, top)
                                  if req.logprobs is not None else None),
-                    "finish_reason": g.finish(o.finish_reason)}
+                    "finish_reason": finish(o.finish_reason)}
                 if req.return_token_ids:
                     choice["token_ids"] = list(o.token_ids)
                     choice["prompt_token_ids"] = list(id_lists[k])
                 choices.append(choice)
         return {"id": rid, "object": "text_completion", "created": created, "model": model,
-                "choices": choices, "usage": g.usage(n_prompt, n_out),
+                "choices": choices, "usage": usage(n_prompt, n_out),
                 "steering": steering.applied}
 
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -274,17 +277,17 @@ async def completions(req: CompletionRequest, request: Request):
                 n_out += len(o.token_ids)
                 lp = None
                 if req.logprobs is not None and o.token_ids:
-                    lp = g.completion_logprobs(state, o.token_ids, o.logprobs, top,
+                    lp = completion_logprobs(state, o.token_ids, o.logprobs, top,
                                                offsets.get(idx, 0))
                 offsets[idx] = offsets.get(idx, 0) + len(o.text)
                 extra = {"steering": steering.applied} if first else {}
                 first = False
                 choice = {"index": idx, "text": o.text, "logprobs": lp,
-                          "finish_reason": g.finish(o.finish_reason)}
+                          "finish_reason": finish(o.finish_reason)}
                 if req.return_token_ids:
                     choice["token_ids"] = list(o.token_ids)
                 yield chunk([choice], **extra)
         if include_usage:
-            yield chunk([], usage=g.usage(n_prompt, n_out))
+            yield chunk([], usage=usage(n_prompt, n_out))
 
     return sse(ended(events()))

@@ -21,6 +21,8 @@ from persona_steer.config import Settings, load_config, resolve_layers
 from persona_steer.resolve import ModelShape
 from persona_steer.store import VectorStore
 
+from server.think import ThinkConfig
+
 log = logging.getLogger("persona_steer.server")
 
 PERSONA_MODEL_PREFIX = "persona:"
@@ -68,7 +70,7 @@ class ServerState:
     started_at: float = field(default_factory=time.time)
     api_key: Optional[str] = None
     api_key_from_flag: bool = False             # --api-key given: SIGHUP keeps it
-    think: Any = None                           # server.generation.ThinkConfig
+    think: Any = None                           # server.think.ThinkConfig
     sampling_defaults: dict = field(default_factory=dict)   # from the model's generation config
     max_model_len: Optional[int] = None         # the engine's context (config or the model's)
     # --- lifecycle (server.lifecycle): stopping, draining, the exit code ------------------
@@ -170,8 +172,6 @@ def yield_per_engine_step(engine) -> None:
 
 
 def configure_from_engine(state: ServerState, engine) -> None:
-    from server.generation import ThinkConfig
-
     hf = engine.model_config.hf_config
     text_cfg = getattr(hf, "get_text_config", lambda: hf)()
     num_layers = int(text_cfg.num_hidden_layers)

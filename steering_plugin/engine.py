@@ -11,9 +11,7 @@ import os
 from typing import Any
 
 from persona_steer.config import Settings
-from steering_plugin import cpu_wait
-
-ARCH = "SteerQwen3ForCausalLM"
+from steering_plugin import ARCH, cpu_wait
 
 
 def steering_overrides(settings: Settings, model_id: str | None = None) -> dict[str, Any]:

@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from extraction.toy import corpus
+from persona_steer.toy_demo import DEMO_TRAITS
 
 PERSONAS = list(corpus.PERSONAS)
-TRAIT_PAIRS = [("formal", "casual"), ("enthusiastic", "gloomy")]
+TRAIT_PAIRS = list(DEMO_TRAITS)
 POSITIONS = {"response_mean": "", "last_prompt": "_lp"}
 TARGETS = dict(prompted=0.9, plain=0.05, steered=0.7, others=0.1, coherence=0.8, cut=0.5, blend=0.5)
 # the negative weight is measured at minus the strength (the key "negative") and at these

@@ -126,7 +126,7 @@ def _decoding_args(**kw):
 def test_decoding_defaults_to_the_config_penalties_and_zero_sends_none():
     """`generate` and `chat` share this: each penalty comes from config `clients` unless its flag
     says otherwise; 0 leaves the field out (the API's default)."""
-    from clients.cli import decoding_from_args
+    from clients.cli_shared import decoding_from_args
     from persona_steer.cli import CLIError
     gen = decoding_from_args(_decoding_args())
     assert gen["presence_penalty"] == 0.5 and "frequency_penalty" not in gen

@@ -1,7 +1,8 @@
 """Unit tests: the <think> splitter (streamed and whole) and error mapping."""
 from __future__ import annotations
 
-from server.generation import ThinkConfig, ThinkSplitter, engine_error
+from server.generation import engine_error
+from server.think import ThinkConfig, ThinkSplitter
 
 CFG = ThinkConfig(has_tags=True, tags_special=True, strip_tokens=("<|im_end|>", "<|endoftext|>"))
 

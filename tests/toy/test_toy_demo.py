@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from extraction.toy import corpus
-from extraction.toy.demo import DEMO_PERSONAS, DEMO_TRAITS, TOY_MODEL, demo_dir, seed_demo_vectors
+from persona_steer.toy_demo import DEMO_PERSONAS, DEMO_TRAITS, TOY_MODEL, demo_dir, seed_demo_vectors
 from persona_steer.config import PROJECT_ROOT, load_config
 from persona_steer.store import VectorStore
 from persona_steer.vector_format import SteeringVector
@@ -40,6 +40,12 @@ def test_shipped_demo_vectors_are_valid_and_equalized():
     axis = store.load("axis", "assistant_axis")
     assert axis.model == TOY_MODEL and axis.layers.tolist() == list(range(6))
     assert axis.meta_json("projection_stats")
+
+
+def test_demo_names_are_the_toy_corpus_personas_and_traits():
+    # persona_steer.toy_demo lists them without importing the toy tooling; they must not drift
+    assert DEMO_PERSONAS == tuple(corpus.PERSONAS)
+    assert all(corpus.TRAITS[w].opposite == o for w, o in DEMO_TRAITS), DEMO_TRAITS
 
 
 def test_seeding_fills_only_an_empty_store_on_the_toy_model(tmp_path):

@@ -1,0 +1,47 @@
+"""What the running server needs of the shipped toy model: its name and its demo vectors.
+
+A new user's first `persona-steer serve` on the toy model should show steering at once, without
+an extraction step, so an empty store gets the demo vectors shipped in
+persona_steer/toy_model/vectors/. They are made by the toy tooling (extraction/toy/demo.py,
+`persona-steer toy vectors` rebuilds them); this module is the runtime half and imports none of it.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from persona_steer.atomic import atomic_write_bytes
+from persona_steer.store import VectorStore
+from persona_steer.testmodels import TOY_MODEL_DIR
+
+TOY_MODEL = "builtin:toy-persona"
+VECTORS_DIR = "vectors"         # the demo vectors' folder inside the model folder
+# the toy corpus's six personas (extraction.toy.corpus.PERSONAS, same order) and its two trait
+# pairs: what the shipped vectors hold and what the toy proof measures
+DEMO_PERSONAS = ("pirate", "robot", "shakespearean", "valley_girl", "drill_sergeant",
+                 "excited_puppy")
+DEMO_TRAITS = (("formal", "casual"), ("enthusiastic", "gloomy"))
+
+log = logging.getLogger("persona_steer.server")
+
+
+def demo_dir() -> Path:
+    return Path(TOY_MODEL_DIR) / VECTORS_DIR
+
+
+def seed_demo_vectors(settings, store: VectorStore) -> int:
+    """On the toy model with an empty store, copy the shipped demo vectors into it (once).
+    Returns how many files were copied; a store that has any persona, trait or axis is left
+    alone, and so is any other model. `server.demo_vectors: off` turns this off."""
+    if settings.server.demo_vectors != "auto" or settings.model.name != TOY_MODEL:
+        return 0
+    if store.names("persona") or store.names("trait") or store.exists("axis", "assistant_axis"):
+        return 0
+    src = demo_dir()
+    files = sorted(src.rglob("*.safetensors"))
+    for f in files:                           # atomic: a reader never sees half a file
+        atomic_write_bytes(store.root / f.relative_to(src), f.read_bytes())
+    if files:
+        log.info("empty vector store on the toy model: added its %d demo vectors to %s "
+                 "(server.demo_vectors: off to skip)", len(files), store.root)
+    return len(files)
