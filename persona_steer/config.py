@@ -40,7 +40,11 @@ class ModelSettings(_Section):
     name: str = Field("builtin:toy-persona", description="HF id, local path, or builtin:<name>")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     max_model_len: int = Field(2048, ge=16)
-    quantization: Literal["4bit", "8bit", "none"] = "none"
+    device: Literal["auto", "cuda", "cpu"] = Field(
+        "auto", description="auto: extraction on CUDA when torch sees a GPU, else CPU; cuda/cpu: "
+                            "exactly there (extraction and engine refuse to start elsewhere)")
+    quantization: Literal["4bit", "8bit", "none"] = Field(
+        "none", description="extraction's HF model only (bitsandbytes); null == none")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
     enforce_eager: bool = False
     kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU")
@@ -51,6 +55,12 @@ class ModelSettings(_Section):
     cpu_wait_us: float = Field(20.0, ge=0, le=10000,
                                description="CPU only: engine processes sleep this long between "
                                            "checks for the next step instead of spinning; 0 spins")
+
+    @field_validator("quantization", mode="before")
+    @classmethod
+    def _null_is_none(cls, v: Any) -> Any:
+        # the original system's config.yaml writes `quantization: null` for full precision
+        return "none" if v is None else v
 
 
 class ExtractionSettings(_Section):
