@@ -68,6 +68,14 @@ def _questions(settings: Settings, opts: JobOptions, files: ds.DatasetFiles) -> 
         raise ExtractionInputError(str(err)) from None
 
 
+def _texts(items: Any, what: str) -> list[str]:
+    """A caller's list of non-empty strings (system prompts, questions), or a one-line error."""
+    if isinstance(items, str) or not isinstance(items, (list, tuple)) or not items or not all(
+            isinstance(t, str) and t.strip() for t in items):
+        raise ExtractionInputError(f"give a non-empty list of {what}s (non-empty strings)")
+    return list(items)
+
+
 def _target_rows(settings: Settings, n_layers: int) -> list[int]:
     try:
         return resolve_layers(settings.extraction.target_layers, n_layers)
@@ -145,21 +153,32 @@ def _axis_baseline(settings: Settings, ex: Extractor, position: str, hidden: int
 
 # ----------------------------------------------------------------------------------- jobs
 def run_persona_job(settings: Settings, name: str, *, archetype: str | None = None,
-                    description: str | None = None, progress: Progress = None,
-                    **opts: Any) -> SteeringVector:
-    """Persona vector = mean activation under the persona's prompts - the assistant baseline."""
+                    description: str | None = None, prompts: list[str] | None = None,
+                    questions: list[str] | None = None, save: bool = True,
+                    progress: Progress = None, **opts: Any) -> SteeringVector:
+    """Persona vector = mean activation under the persona's prompts - the assistant baseline.
+
+    The prompts come from one of `archetype`, `description` (the model writes them) or `prompts`
+    (your own system prompts; then `description` only labels the vector); `questions` replaces
+    the dataset's; `save=False` returns the vector unsaved."""
     _check_name(name, "persona name")
-    if (archetype is None) == (description is None):
-        raise ExtractionInputError("give exactly one of an archetype or a description")
-    prompts: list[str] | None = None
+    if (archetype is not None and prompts is not None) or (
+            prompts is None and (archetype is None) == (description is None)):
+        raise ExtractionInputError("give exactly one of an archetype, a description or prompts "
+                                   "(a description may go with prompts, as their label)")
+    origin = "prompts" if prompts is not None else "archetype" if archetype else "description"
     files = ds.DatasetFiles()
-    if archetype is not None:
+    if prompts is not None:
+        prompts = _texts(prompts, "system prompt")
+        desc = " ".join((description or "").split()) or f"custom persona '{name}'"
+    elif archetype is not None:
         try:
             data = ds.load_archetype(settings, archetype, files)
         except ds.DatasetError as err:
             raise ExtractionInputError(str(err)) from None
         prompts, desc = data["system_prompts"], data.get("description", "")
     else:
+        prompts = None
         desc = " ".join((description or "").split())
         if not desc:
             raise ExtractionInputError("the description is empty")
@@ -167,7 +186,11 @@ def run_persona_job(settings: Settings, name: str, *, archetype: str | None = No
             raise ExtractionInputError("the description is too long (at most 2000 characters)")
     jo = JobOptions.from_settings(settings, opts)
     rep = Reporter(progress, jo.console)
-    questions = _questions(settings, jo, files)
+    if questions is None:
+        questions = _questions(settings, jo, files)
+    else:
+        questions = _texts(questions, "question")[:jo.num_questions]
+        files.used["questions"] = "given by the caller"
     try:
         assistant = ds.load_assistant_prompts(settings, files)
     except ds.DatasetError as err:
@@ -187,11 +210,12 @@ def run_persona_job(settings: Settings, name: str, *, archetype: str | None = No
         meta = _common_meta(ex, jo, questions, {"persona": pos.shape[0], "assistant": neg.shape[0]},
                             files)
         meta.update(method="mean_difference", position=jo.position, baseline=source,
-                    source="archetype" if archetype else "description",
+                    source=origin,
                     archetype=archetype or "", prompts=prompts, baseline_prompts=assistant)
         vec = _contrast_vector("persona", name, desc, pos, neg, baseline,
                                _target_rows(settings, n_layers), ex.model_id, meta)
-        _save(settings, vec, rep)
+        if save:
+            _save(settings, vec, rep)
     return vec
 
 
