@@ -112,3 +112,40 @@ def test_package_exports_the_api_lazily():
     assert set(persona_steer.__all__) >= {"extract_persona", "save_vector", "steer"}
     with pytest.raises(AttributeError):
         persona_steer.nothing_here
+
+
+def test_steer_with_safety_caps_as_the_plugin_does(project):
+    """safety=True: at each capped layer the output's projection on the unit assistant axis is
+    raised to the configured percentile's threshold, never lowered (the plugin's formula)."""
+    from persona_steer.vector_format import AXIS_NAME, SteeringVector
+
+    settings = load_config()
+    model, tok = persona_steer.load_hf_model(settings)
+    hidden, n = model.config.hidden_size, model.config.num_hidden_layers
+    g = torch.Generator().manual_seed(3)
+    axis_rows = {L: torch.randn(hidden, generator=g) for L in range(n)}
+    stats = {str(L): {"percentiles": {"10": 5.0, "50": 9.0}} for L in range(n)}
+    VectorStore(project / "vectors").save(SteeringVector.build(
+        "axis", AXIS_NAME, axis_rows, model="builtin:tiny", metadata={"projection_stats": stats}))
+    ids = tok("Hello there", return_tensors="pt").input_ids
+
+    def layer0_output():      # hooked after steer's own hooks, so it sees their result
+        seen = {}
+        hook = model.model.layers[0].register_forward_hook(
+            lambda mod, a, out: seen.__setitem__("h", out[0] if isinstance(out, tuple) else out))
+        try:
+            with torch.no_grad():
+                model(ids)
+        finally:
+            hook.remove()
+        return seen["h"]
+
+    plain = layer0_output()
+    with api.steer(model, None, safety=True, settings=settings) as spec:
+        assert spec.safety and spec.is_noop is False
+        capped = layer0_output()
+    unit = axis_rows[0] / axis_rows[0].norm()
+    threshold = 5.0 + (9.0 - 5.0) * (25 - 10) / (50 - 10)    # config percentile 25, interpolated
+    want = plain + torch.relu(threshold - plain @ unit).unsqueeze(-1) * unit
+    assert torch.allclose(capped, want, atol=1e-4)
+    assert bool(((plain @ unit) < threshold).any())           # the cap did something here
