@@ -146,9 +146,10 @@ def _cli() -> list[str]:
 
 
 @contextlib.contextmanager
-def live_server(root: Path, model: str) -> Iterator[LiveServer]:
+def live_server(root: Path, model: str, command: list[str] | None = None) -> Iterator[LiveServer]:
     """`persona-steer --config <root>/config.yaml serve` on a free port with `model` and temp
-    stores under root. Yields once /health is 200."""
+    stores under root. Yields once /health is 200. `command`: another way to start it, given
+    the config's path as `--config` after it (e.g. `python -m server`)."""
     port = free_port()
     cfg = {
         "model": {"name": model, "kv_cache_gib": 1, "max_num_seqs": 64,
@@ -167,7 +168,9 @@ def live_server(root: Path, model: str) -> Iterator[LiveServer]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_STEER_")}
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(_cli() + ["--config", str(config_path), "serve"],
+        argv = (_cli() + ["--config", str(config_path), "serve"] if command is None
+                else [*command, "--config", str(config_path)])
+        proc = subprocess.Popen(argv,
                                 stdout=log, stderr=subprocess.STDOUT, env=env,
                                 cwd=str(PROJECT_ROOT), start_new_session=True)
     live = LiveServer(f"http://127.0.0.1:{port}", config_path, root / "vectors", root / "jobs",
