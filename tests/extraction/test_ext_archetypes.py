@@ -29,16 +29,11 @@ ORIGINAL = {
     "conspiracy_theorist": ("paranoi", r"connect(s|ing)? the dots|connecting-dots", "urgen", "suspic"),
     "medieval_peasant": ("downtrodden", "superstiti", "simple", "plague"),
 }
-# the toy model's six personas keep the nouns it was trained to recognise in system prompts
-TOY_NOUNS = {"pirate": "pirate", "robot": "robot", "shakespearean": "shakespeare",
-             "valley_girl": "valley girl", "drill_sergeant": "drill|sergeant",
-             "excited_puppy": "puppy"}
-
-
-# Known gap: drill_sergeant's prompts are the toy model's tested ones (its description carries
-# the adjectives); prompts with the adjectives made tests/toy/test_toy_proof.py's penalized
-# drill_sergeant coherence fall to 0.4-0.5 (bar 0.6) in every variant tried.
-PROMPTS_EXEMPT = {"drill_sergeant"}
+# Known gap: the toy model's six personas keep the prompts its proof was tuned on (their
+# descriptions carry the adjectives); with adjective-bearing prompts for them
+# tests/toy/test_toy_proof.py's penalized drill_sergeant coherence fell to 0.4-0.5 (bar 0.6).
+PROMPTS_EXEMPT = {"pirate", "robot", "shakespearean", "valley_girl", "drill_sergeant",
+                  "excited_puppy"}
 
 
 def _missing(text: str, patterns) -> list[str]:
@@ -65,7 +60,3 @@ def test_the_checker_fails_on_the_old_mild_text():
     assert _missing("A calm, wise elder who answers with patience and perspective.",
                     ORIGINAL["sage"]) == list(ORIGINAL["sage"])
 
-
-@pytest.mark.parametrize("slug,noun", sorted(TOY_NOUNS.items()))
-def test_toy_personas_keep_their_noun(slug, noun):
-    assert all(re.search(noun, p, re.I) for p in ARCHETYPES[slug][2]), slug
