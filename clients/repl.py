@@ -28,7 +28,7 @@ HELP = """\
 /safety on|off      activation capping
 /list               personas and traits on the server
 /load NAME          load a persona or trait into the engine
-/status             server status
+/status             this chat's steering and decoding, then the server's status
 /reset              forget the conversation
 /help               this help
 /quit               leave (also Ctrl-D)"""
@@ -194,7 +194,16 @@ class Repl:
         raise ReplError(f"no persona or trait named '{arg}'")
 
     def cmd_status(self, arg: str) -> None:
-        for line in format_status(self.client.status()):
+        """The chat's own steering (what the next message sends) first, then the server's."""
+        st = self.client.status()
+        steering = self.state.summary()
+        if self.state.persona and self.state.strength is None and "default_strength" in st:
+            steering += f" (strength: the server's default {st['default_strength']:g})"
+        self.info(f"chat steering:  {steering}")
+        decoding = {k: v for k, v in self.gen.items() if v is not None}
+        if decoding:
+            self.info("chat decoding:  " + ", ".join(f"{k} {v}" for k, v in decoding.items()))
+        for line in format_status(st):
             self.info(line)
 
     def cmd_reset(self, arg: str) -> None:

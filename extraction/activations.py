@@ -10,9 +10,17 @@ from typing import Callable, Sequence
 import torch
 
 
-def load_hf_model(model_path: str, dtype: str = "float32", quantization: str = "none"):
-    """(model, tokenizer) in eval mode; bitsandbytes 4bit/8bit when configured (CPU works)."""
+def load_hf_model(model_path: str, dtype: str = "float32", quantization: str = "none",
+                  device: str = "auto"):
+    """(model, tokenizer) in eval mode; bitsandbytes 4bit/8bit when configured (CPU works).
+
+    `device` is config `model.device`: auto = CUDA when torch sees a GPU, else CPU.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from persona_steer.devices import torch_device
+
+    target = torch_device(device)       # raises before any loading when cuda is missing
 
     tok = AutoTokenizer.from_pretrained(model_path)
     torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16,
@@ -24,11 +32,11 @@ def load_hf_model(model_path: str, dtype: str = "float32", quantization: str = "
         kw["quantization_config"] = (
             BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=compute)
             if quantization == "4bit" else BitsAndBytesConfig(load_in_8bit=True))
-        if torch.cuda.is_available():
-            kw["device_map"] = "cuda:0"        # needs `accelerate` (GPU machines)
+        if target != "cpu":
+            kw["device_map"] = target          # needs `accelerate` (GPU machines)
     model = AutoModelForCausalLM.from_pretrained(model_path, **kw).eval()
-    if quantization == "none" and torch.cuda.is_available():
-        model = model.to("cuda:0")
+    if quantization == "none" and target != "cpu":
+        model = model.to(target)
     return model, tok
 
 

@@ -154,7 +154,8 @@ def _info(args) -> int:
 
 
 SHORT_KEYS = ("description", "model", "quantization", "method", "position", "baseline",
-              "rollout_backend", "num_questions", "num_responses", "max_new_tokens", "created_at")
+              "rollout_backend", "num_questions", "num_responses", "max_new_tokens", "created_at",
+              "dataset_files")
 
 
 def format_info(info: dict) -> str:

@@ -61,11 +61,19 @@ def _check_name(name: str, what: str = "name") -> str:
         raise ExtractionInputError(f"{what}: {err}") from None
 
 
-def _questions(settings: Settings, opts: JobOptions) -> list[str]:
+def _questions(settings: Settings, opts: JobOptions, files: ds.DatasetFiles) -> list[str]:
     try:
-        return ds.load_questions(settings, opts.num_questions)
+        return ds.load_questions(settings, opts.num_questions, files)
     except ds.DatasetError as err:
         raise ExtractionInputError(str(err)) from None
+
+
+def _texts(items: Any, what: str) -> list[str]:
+    """A caller's list of non-empty strings (system prompts, questions), or a one-line error."""
+    if isinstance(items, str) or not isinstance(items, (list, tuple)) or not items or not all(
+            isinstance(t, str) and t.strip() for t in items):
+        raise ExtractionInputError(f"give a non-empty list of {what}s (non-empty strings)")
+    return list(items)
 
 
 def _target_rows(settings: Settings, n_layers: int) -> list[int]:
@@ -89,8 +97,15 @@ def _per_layer(values) -> dict[str, float]:
     return {str(i): round(float(v), 4) for i, v in enumerate(values)}
 
 
-def _common_meta(ex: Extractor, opts: JobOptions, questions: list[str], n_responses: dict) -> dict:
-    return {"model": ex.model_id, "quantization": opts.quantization, "dtype": opts.dtype,
+def _say_files(rep: Reporter, files: ds.DatasetFiles) -> None:
+    """Which dataset files the job reads, and a warning for each built-in stand-in."""
+    for line in files.lines():
+        rep.note("datasets", line)
+
+
+def _common_meta(ex: Extractor, opts: JobOptions, questions: list[str], n_responses: dict,
+                 files: ds.DatasetFiles) -> dict:
+    return {"dataset_files": files.used, "model": ex.model_id, "quantization": opts.quantization, "dtype": opts.dtype,
             "rollout_backend": opts.rollout_backend, "max_new_tokens": opts.max_new_tokens,
             "temperature": opts.temperature, "seed": opts.seed, "questions": questions,
             "num_questions": len(questions), "num_responses": n_responses,
@@ -138,20 +153,32 @@ def _axis_baseline(settings: Settings, ex: Extractor, position: str, hidden: int
 
 # ----------------------------------------------------------------------------------- jobs
 def run_persona_job(settings: Settings, name: str, *, archetype: str | None = None,
-                    description: str | None = None, progress: Progress = None,
-                    **opts: Any) -> SteeringVector:
-    """Persona vector = mean activation under the persona's prompts - the assistant baseline."""
+                    description: str | None = None, prompts: list[str] | None = None,
+                    questions: list[str] | None = None, save: bool = True,
+                    progress: Progress = None, **opts: Any) -> SteeringVector:
+    """Persona vector = mean activation under the persona's prompts - the assistant baseline.
+
+    The prompts come from one of `archetype`, `description` (the model writes them) or `prompts`
+    (your own system prompts; then `description` only labels the vector); `questions` replaces
+    the dataset's; `save=False` returns the vector unsaved."""
     _check_name(name, "persona name")
-    if (archetype is None) == (description is None):
-        raise ExtractionInputError("give exactly one of an archetype or a description")
-    prompts: list[str] | None = None
-    if archetype is not None:
+    if (archetype is not None and prompts is not None) or (
+            prompts is None and (archetype is None) == (description is None)):
+        raise ExtractionInputError("give exactly one of an archetype, a description or prompts "
+                                   "(a description may go with prompts, as their label)")
+    origin = "prompts" if prompts is not None else "archetype" if archetype else "description"
+    files = ds.DatasetFiles()
+    if prompts is not None:
+        prompts = _texts(prompts, "system prompt")
+        desc = " ".join((description or "").split()) or f"custom persona '{name}'"
+    elif archetype is not None:
         try:
-            data = ds.load_archetype(settings, archetype)
+            data = ds.load_archetype(settings, archetype, files)
         except ds.DatasetError as err:
             raise ExtractionInputError(str(err)) from None
         prompts, desc = data["system_prompts"], data.get("description", "")
     else:
+        prompts = None
         desc = " ".join((description or "").split())
         if not desc:
             raise ExtractionInputError("the description is empty")
@@ -159,11 +186,16 @@ def run_persona_job(settings: Settings, name: str, *, archetype: str | None = No
             raise ExtractionInputError("the description is too long (at most 2000 characters)")
     jo = JobOptions.from_settings(settings, opts)
     rep = Reporter(progress, jo.console)
-    questions = _questions(settings, jo)
+    if questions is None:
+        questions = _questions(settings, jo, files)
+    else:
+        questions = _texts(questions, "question")[:jo.num_questions]
+        files.used["questions"] = "given by the caller"
     try:
-        assistant = ds.load_assistant_prompts(settings)
+        assistant = ds.load_assistant_prompts(settings, files)
     except ds.DatasetError as err:
         raise ExtractionInputError(str(err)) from None
+    _say_files(rep, files)
     with Extractor(settings, jo, rep) as ex:
         if prompts is None:
             from extraction.describe import prompts_from_description
@@ -175,13 +207,15 @@ def run_persona_job(settings: Settings, name: str, *, archetype: str | None = No
         source = "axis" if baseline is not None else "assistant_rollouts"
         if baseline is None:
             baseline = neg.mean(0)
-        meta = _common_meta(ex, jo, questions, {"persona": pos.shape[0], "assistant": neg.shape[0]})
+        meta = _common_meta(ex, jo, questions, {"persona": pos.shape[0], "assistant": neg.shape[0]},
+                            files)
         meta.update(method="mean_difference", position=jo.position, baseline=source,
-                    source="archetype" if archetype else "description",
+                    source=origin,
                     archetype=archetype or "", prompts=prompts, baseline_prompts=assistant)
         vec = _contrast_vector("persona", name, desc, pos, neg, baseline,
                                _target_rows(settings, n_layers), ex.model_id, meta)
-        _save(settings, vec, rep)
+        if save:
+            _save(settings, vec, rep)
     return vec
 
 
@@ -199,12 +233,15 @@ def run_trait_job(settings: Settings, word: str, opposite: str, *, name: str | N
     name = _check_name(name if name is not None else "_".join(w.lower().split()), "trait name")
     jo = JobOptions.from_settings(settings, opts)
     rep = Reporter(progress, jo.console)
-    questions = _questions(settings, jo)
+    files = ds.DatasetFiles()
+    questions = _questions(settings, jo, files)
+    _say_files(rep, files)
     pos_prompts, neg_prompts = trait_prompts(w), trait_prompts(o)
     with Extractor(settings, jo, rep) as ex:
         _, acts = ex.run({"positive": pos_prompts, "negative": neg_prompts}, questions)
         pos, neg = acts["positive"][jo.position], acts["negative"][jo.position]
-        meta = _common_meta(ex, jo, questions, {"positive": pos.shape[0], "negative": neg.shape[0]})
+        meta = _common_meta(ex, jo, questions, {"positive": pos.shape[0], "negative": neg.shape[0]},
+                            files)
         meta.update(method="contrastive_mean_difference", position=jo.position, word=w,
                     opposite=o, prompts=pos_prompts, opposite_prompts=neg_prompts)
         vec = _contrast_vector("trait", name, f"{w} (vs {o})", pos, neg, neg.mean(0),
@@ -221,9 +258,10 @@ def run_axis_job(settings: Settings, progress: Progress = None, roles: list[str]
     that only knows some roles gets a more telling axis from those."""
     jo = JobOptions.from_settings(settings, opts)
     rep = Reporter(progress, jo.console)
-    questions = _questions(settings, jo)
+    files = ds.DatasetFiles()
+    questions = _questions(settings, jo, files)
     try:
-        assistant = ds.load_assistant_prompts(settings)
+        assistant = ds.load_assistant_prompts(settings, files)
         available = ds.archetype_names(settings)
         if roles is not None:
             unknown = [r for r in roles if r not in available]
@@ -231,10 +269,11 @@ def run_axis_job(settings: Settings, progress: Progress = None, roles: list[str]
                 raise ExtractionInputError(
                     f"unknown archetype(s) for the axis: {', '.join(unknown) or '(none given)'} "
                     f"(available: {', '.join(available)})")
-        role_prompts = {f"role:{slug}": ds.load_archetype(settings, slug)["system_prompts"]
+        role_prompts = {f"role:{slug}": ds.load_archetype(settings, slug, files)["system_prompts"]
                         for slug in (roles if roles is not None else available)}
     except ds.DatasetError as err:
         raise ExtractionInputError(str(err)) from None
+    _say_files(rep, files)
     with Extractor(settings, jo, rep) as ex:
         cells, acts = ex.run({"assistant": assistant, **role_prompts}, questions)
         a = acts["assistant"]["response_mean"]                                   # [N, L, H]
@@ -260,7 +299,8 @@ def run_axis_job(settings: Settings, progress: Progress = None, roles: list[str]
                                  "percentiles": {str(q): round(float(v), 6)
                                                  for q, v in zip(AXIS_PERCENTILES, qs)}}
         baselines = {f"baseline_{k}": acts["assistant"][k].mean(0) for k in POSITIONS}
-        meta = _common_meta(ex, jo, questions, {"assistant": a.shape[0], "roles": r.shape[0]})
+        meta = _common_meta(ex, jo, questions, {"assistant": a.shape[0], "roles": r.shape[0]},
+                            files)
         meta.update(method="assistant_minus_roles", position="response_mean",
                     baseline_position=jo.position, projection_stats=stats,
                     roles=sorted(g.split(":", 1)[1] for g in role_prompts),

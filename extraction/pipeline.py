@@ -52,6 +52,7 @@ class JobOptions:
     quality_filter: bool
     quality_threshold: int
     enable_thinking: Optional[bool] = None
+    device: str = "auto"                 # config model.device, for the HF model
     rollout_chunk: int = 256
     llm: Any = None
     base_url: str = ""
@@ -74,8 +75,10 @@ class JobOptions:
                 backend = "vllm"
             elif e.use_vllm == "no":
                 backend = "hf"
-            else:
-                backend = "vllm" if vllm_available() else "hf"
+            else:   # vLLM only where its build runs on the configured device
+                from persona_steer.devices import vllm_platform
+                backend = ("vllm" if vllm_available() and m.device in ("auto", vllm_platform())
+                           else "hf")
         if backend not in BACKENDS:
             raise ExtractionInputError(
                 f"unknown rollout_backend '{backend}' (expected one of {', '.join(BACKENDS)})")
@@ -86,7 +89,7 @@ class JobOptions:
         known = {f for f in cls.__dataclass_fields__}
         kw = dict(num_questions=e.num_questions, max_new_tokens=e.max_new_tokens,
                   temperature=e.temperature, batch_size=e.batch_size, position=position,
-                  seed=e.seed, quantization=m.quantization, dtype=m.dtype,
+                  seed=e.seed, quantization=m.quantization, dtype=m.dtype, device=m.device,
                   rollout_backend=backend, quality_filter=e.quality_filter,
                   quality_threshold=e.quality_threshold)
         extra = {}
@@ -219,7 +222,8 @@ class Extractor:
             from extraction.activations import load_hf_model
             self.rep.note("load", f"loading {self.model_id} in transformers "
                                   f"(quantization {self.opts.quantization})")
-            self._hf, _ = load_hf_model(self.model_path, self.opts.dtype, self.opts.quantization)
+            self._hf, _ = load_hf_model(self.model_path, self.opts.dtype, self.opts.quantization,
+                                        self.opts.device)
         return self._hf
 
     @property
@@ -238,7 +242,8 @@ class Extractor:
                     model = self.hf
                 else:   # generate with the full-precision model, as vLLM would
                     from extraction.activations import load_hf_model
-                    model, _ = load_hf_model(self.model_path, self.opts.dtype, "none")
+                    model, _ = load_hf_model(self.model_path, self.opts.dtype, "none",
+                                             self.opts.device)
                 self._backend = HFBackend(model, self.tok, o.batch_size)
         return self._backend
 

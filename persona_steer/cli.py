@@ -1,7 +1,7 @@
 """`persona-steer`: one command line for every operation.
 
 Each area registers its own subcommands (small modules, one job each):
-  persona_steer.cli_core   config show|set, import, build-test-model
+  persona_steer.cli_core   config show|set|check, import, build-test-model
   extraction.cli           init, extract-axes, create, trait, equalize, info
   server.cli               serve
   clients.cli              list, load, unload, delete, clear-personas, generate, chat, status

@@ -1,10 +1,12 @@
-"""Core CLI commands: config show|set, import, build-test-model."""
+"""Core CLI commands: config show|set|check, import, build-test-model."""
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from persona_steer.config import config_path, dump_settings, load_config, set_value
+from persona_steer.config_check import check_settings, model_dims
 
 
 def settings_from(args: argparse.Namespace):
@@ -18,35 +20,27 @@ def _config_show(args) -> int:
     print(f"# config file: {path}" + ("" if path.exists() else " (not found: defaults)"))
     print(f"# relative paths resolve under: {settings.base_dir}")
     print(dump_settings(settings), end="")
+    for line in check_settings(settings):
+        print(f"warning: {line}", file=sys.stderr)
     return 0
+
+
+def _config_check(args) -> int:
+    """Load the config (errors stop here, as everywhere) and list what looks wrong for the model."""
+    settings = settings_from(args)
+    path = config_path(args.config)
+    print(f"config file: {path}" + ("" if path.exists() else " (not found: defaults)"))
+    warnings = check_settings(settings)
+    for line in warnings:
+        print(f"warning: {line}")
+    print(f"{len(warnings)} warning(s)" if warnings else "ok: no warnings")
+    return 1 if warnings and args.strict else 0
 
 
 def _config_set(args) -> int:
     set_value(args.config, args.key, args.value)
     print(f"{args.key} = {args.value}  ({config_path(args.config)})")
     return 0
-
-
-def _model_dims(model_name: str, settings) -> tuple[int, int]:
-    """(hidden_size, num_layers) of the configured model, from its config.json only."""
-    from pathlib import Path
-
-    from persona_steer.testmodels import resolve_model
-
-    resolved = resolve_model(model_name, settings.path("cache"))
-    local = Path(resolved) / "config.json"
-    if local.is_file():  # a local checkpoint: read config.json, no transformers import needed
-        try:
-            cfg = json.loads(local.read_text())
-            cfg = cfg.get("text_config", cfg)
-            return int(cfg["hidden_size"]), int(cfg["num_hidden_layers"])
-        except (ValueError, KeyError, TypeError):
-            pass  # unusual layout: let transformers read it
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.from_pretrained(resolved)
-    cfg = getattr(cfg, "text_config", None) or cfg
-    return cfg.hidden_size, cfg.num_hidden_layers
 
 
 def _import(args) -> int:
@@ -59,7 +53,7 @@ def _import(args) -> int:
     if store.exists(args.kind, args.name) and not args.force:  # before any heavy work
         raise FileExistsError(f"{args.kind} '{args.name}' already exists (use --force to replace)")
     model = args.model or settings.model.name
-    hidden, layers = _model_dims(settings.model.name, settings) if not args.model else (None, None)
+    hidden, layers = model_dims(settings) if not args.model else (None, None)
     from persona_steer.importers import import_vector  # torch: only now
 
     vec = import_vector(args.file, name=args.name, kind=args.kind, model=model,
@@ -77,7 +71,7 @@ def _build_test_model(args) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="show or change config.yaml")
-    csub = p.add_subparsers(dest="config_cmd", metavar="show|set")
+    csub = p.add_subparsers(dest="config_cmd", metavar="show|set|check")
     csub.required = True
     s = csub.add_parser("show", help="print the effective config (file + env + --set)")
     s.set_defaults(func=_config_show)
@@ -85,6 +79,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("key", help="dotted key, e.g. server.port")
     s.add_argument("value", help="YAML value, e.g. 9000, true, [10, 12]")
     s.set_defaults(func=_config_set)
+    s = csub.add_parser("check", help="load the config and warn about values likely wrong for "
+                                      "the served model (layers it lacks, device, scale)")
+    s.add_argument("--strict", action="store_true", help="exit 1 when there are warnings")
+    s.set_defaults(func=_config_check)
 
     p = sub.add_parser("import", help="import a vector made by another tool (GGUF control vector, "
                                       "plain [layers, hidden] tensor)")

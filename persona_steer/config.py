@@ -42,7 +42,11 @@ class ModelSettings(_Section):
     max_model_len: Optional[int] = Field(
         None, ge=16, description="context length; null (or auto): the model's own, as vLLM "
                                  "derives it from the model's config")
-    quantization: Literal["4bit", "8bit", "none"] = "none"
+    device: Literal["auto", "cuda", "cpu"] = Field(
+        "auto", description="auto: extraction on CUDA when torch sees a GPU, else CPU; cuda/cpu: "
+                            "exactly there (extraction and engine refuse to start elsewhere)")
+    quantization: Literal["4bit", "8bit", "none"] = Field(
+        "none", description="extraction's HF model only (bitsandbytes); null == none")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
     enforce_eager: bool = False
     kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU")
@@ -62,6 +66,12 @@ class ModelSettings(_Section):
     @classmethod
     def _auto_len(cls, v: Any) -> Any:
         return None if isinstance(v, str) and v.strip().lower() == "auto" else v
+
+    @field_validator("quantization", mode="before")
+    @classmethod
+    def _null_is_none(cls, v: Any) -> Any:
+        # the original system's config.yaml writes `quantization: null` for full precision
+        return "none" if v is None else v
 
 
 class ExtractionSettings(_Section):

@@ -56,6 +56,17 @@ def load_axis(store: VectorStore, shape: ModelShape) -> SteeringVector:
     return load_checked(store, "axis", AXIS_NAME, shape)
 
 
+def cap_table(store: VectorStore, shape: ModelShape, percentile: float,
+              layers: list[int]) -> dict[int, tuple[torch.Tensor, float]]:
+    """Capping as the plugin applies it: {layer: (unit assistant axis, threshold)} for each of
+    `layers` the axis file has."""
+    axis = load_axis(store, shape)
+    thresholds = axis_thresholds(axis, percentile)
+    rows = axis.per_layer()
+    return {layer: (rows[layer] / rows[layer].norm().clamp_min(1e-12), thresholds[layer])
+            for layer in layers if layer in rows}
+
+
 def axis_thresholds(axis: SteeringVector, percentile: float) -> dict[int, float]:
     """Per layer, the cap threshold: `percentile` of assistant-response projections onto the
     unit axis, linearly interpolated between the percentiles the axis file records."""

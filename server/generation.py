@@ -59,9 +59,13 @@ def resolve_steering(state: ServerState, fields: Any, model: Optional[str] = Non
                                 f"also names persona '{persona}'", param="persona",
                            code="conflicting_persona")
         persona = from_model
+    scale = getattr(fields, "scale", None)
+    if scale is not None and not (math.isfinite(scale) and abs(scale) <= s.max_weight):
+        raise SteeringSpecError(f"scale={scale} must be finite and within ±{s.max_weight}", "scale")
     spec = build_spec(persona=persona, strength=getattr(fields, "strength", None),
                       blend=getattr(fields, "blend", None), traits=getattr(fields, "traits", None),
-                      scale=state.scale, safety=getattr(fields, "safety", None),
+                      scale=state.scale if scale is None else scale,
+                      safety=getattr(fields, "safety", None),
                       default_strength=s.default_strength, default_safety=s.safety.default,
                       max_weight=s.max_weight)
     if spec.is_noop:

@@ -299,7 +299,8 @@ class SamplingFieldsOf:
 
     def __init__(self, r: SimpleChatRequest):
         self.n, self.temperature, self.top_p, self.seed = 1, r.temperature, r.top_p, r.seed
-        self.stop, self.presence_penalty, self.frequency_penalty = None, None, None
+        self.stop, self.presence_penalty, self.frequency_penalty = (
+            None, r.presence_penalty, r.frequency_penalty)
         self.response_format = None
         self.ignore_eos = r.ignore_eos
 

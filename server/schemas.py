@@ -2,14 +2,15 @@
 
 Steering fields accepted at the top level of chat/completions bodies (the openai SDK sends them
 through `extra_body`): `persona` (name), `strength` (weight of `persona`), `blend`
-({persona: weight}), `traits` ({trait: weight}), `safety` (bool).
+({persona: weight}), `traits` ({trait: weight}), `scale` (this request's steering scale instead
+of the server's), `safety` (bool).
 Unknown OpenAI fields are ignored, as OpenAI-compatible servers do.
 """
 from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_N = 16
 MAX_TOP_LOGPROBS = 20
@@ -22,6 +23,7 @@ class SteeringFields(BaseModel):
     strength: Optional[float] = None
     blend: Optional[dict[str, float]] = None
     traits: Optional[dict[str, float]] = None
+    scale: Optional[float] = None       # None: the server's current steering scale
     safety: Optional[bool] = None
 
 
@@ -129,7 +131,8 @@ class CompletionRequest(SamplingFields, SteeringFields):
 
 # --- the original system's REST API --------------------------------------------------------
 class SimpleChatRequest(SteeringFields):
-    """POST /api/chat and WS /ws/chat: `message` (plus optional `history`) or `messages`."""
+    """POST /api/chat and WS /ws/chat: `message` (plus optional `history`) or `messages`.
+    The original system's `personas` and `safety_enabled` are read as `blend` and `safety`."""
     model_config = ConfigDict(extra="ignore")
 
     message: Optional[str] = None
@@ -140,8 +143,24 @@ class SimpleChatRequest(SteeringFields):
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: Optional[float] = Field(None, gt=0, le=1)
     seed: Optional[int] = None
+    presence_penalty: Optional[float] = Field(None, ge=-2, le=2)
+    frequency_penalty: Optional[float] = Field(None, ge=-2, le=2)
     enable_thinking: Optional[bool] = None
     ignore_eos: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _original_fields(cls, data: Any) -> Any:
+        # the original system's /api/chat body: {"personas": {name: weight}, "safety_enabled"}
+        if isinstance(data, dict) and ("personas" in data or "safety_enabled" in data):
+            data = dict(data)
+            if "personas" in data:
+                if data.get("blend") is not None:
+                    raise ValueError("give `blend` or `personas` (the same thing), not both")
+                data["blend"] = data.pop("personas")
+            if "safety_enabled" in data and data.get("safety") is None:
+                data["safety"] = data.pop("safety_enabled")
+        return data
 
     def to_messages(self) -> list[ChatMessage]:
         if self.messages:

@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from persona_steer.config import Settings
+from persona_steer.devices import check_engine_device, vllm_platform
 from steering_plugin import ARCH, cpu_wait
 
 
@@ -45,6 +46,7 @@ def export_engine_env(settings: Settings) -> None:
 def engine_kwargs(settings: Settings, model_path: str, **extra: Any) -> dict[str, Any]:
     """Keyword arguments for `vllm.LLM(...)` / `AsyncEngineArgs(...)` with steering enabled."""
     m = settings.model
+    check_engine_device(m.device)
     export_engine_env(settings)
     kw: dict[str, Any] = dict(
         model=model_path,
@@ -72,8 +74,4 @@ def engine_kwargs(settings: Settings, model_path: str, **extra: Any) -> dict[str
 
 
 def _on_cpu() -> bool:
-    try:
-        from vllm.platforms import current_platform
-        return current_platform.is_cpu()
-    except Exception:  # vLLM missing or not importable: callers will fail clearly later
-        return False
+    return vllm_platform() == "cpu"

@@ -214,15 +214,18 @@ def server_env() -> dict:
     return env
 
 
-def spawn_server(root: Path, model: str, overrides: dict | None = None) -> LiveServer:
+def spawn_server(root: Path, model: str, overrides: dict | None = None,
+                 command: list[str] | None = None) -> LiveServer:
     """Start (don't wait for) `persona-steer --config <root>/config.yaml serve` configured by
-    `write_server_config`. Its stdout and stderr go to .log_path."""
+    `write_server_config`. Its stdout and stderr go to .log_path. `command`: another way to
+    start it, given the config's path as `--config` after it (e.g. `python -m server`)."""
     cfg = write_server_config(root, model, overrides)
     config_path, port = root / "config.yaml", cfg["server"]["port"]
     log_path = root / "server.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(_cli() + ["--config", str(config_path), "serve"],
-                                stdout=log, stderr=subprocess.STDOUT, env=server_env(),
+        argv = (_cli() + ["--config", str(config_path), "serve"] if command is None
+                else [*command, "--config", str(config_path)])
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=server_env(),
                                 cwd=str(PROJECT_ROOT), start_new_session=True)
     return LiveServer(f"http://127.0.0.1:{port}", config_path, root / "vectors", root / "jobs",
                       root / "datasets", log_path, model, proc,
@@ -230,9 +233,10 @@ def spawn_server(root: Path, model: str, overrides: dict | None = None) -> LiveS
 
 
 @contextlib.contextmanager
-def live_server(root: Path, model: str, overrides: dict | None = None) -> Iterator[LiveServer]:
+def live_server(root: Path, model: str, overrides: dict | None = None,
+                command: list[str] | None = None) -> Iterator[LiveServer]:
     """`spawn_server(...)`, then wait until /health is 200 and yield; stopped at the end."""
-    live = spawn_server(root, model, overrides)
+    live = spawn_server(root, model, overrides, command)
     proc = live.proc
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     try:

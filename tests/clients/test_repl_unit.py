@@ -116,6 +116,22 @@ def test_load_status_list_quit(repl):
     assert repl.done
 
 
+def test_status_shows_the_chats_steering_and_the_servers(repl):
+    repl.gen.update(temperature=0.7, presence_penalty=0.5, seed=None)
+    repl.handle("/status")
+    assert "chat steering:  no steering" in said(repl)
+    repl.client.status = lambda: {"model": "m", "engine": "ready", "steering_scale": 0.5,
+                                  "default_strength": 1.0}
+    repl.handle("/persona pirate")
+    repl.handle("/trait formal:0.4")
+    repl.handle("/safety on")
+    repl.handle("/status")
+    text = said(repl).rsplit("chat steering:", 1)[1]
+    assert text.startswith("  pirate +formal:0.4 safety on (strength: the server's default 1)")
+    assert "chat decoding:  temperature 0.7, presence_penalty 0.5" in text
+    assert "steering scale: 0.5" in text and "engine:         ready" in text
+
+
 def _decoding_args(**kw):
     import argparse
     base = dict(config=None, overrides=[], max_tokens=64, temperature=0.0, seed=None, model=None,

@@ -75,3 +75,22 @@ def test_4bit_quantized_activations_on_cpu(tiny_model):
     assert not torch.equal(q, f)                    # really quantized
     cos = torch.nn.functional.cosine_similarity(q.flatten(1), f.flatten(1))
     assert (cos > 0.8).all(), cos
+
+
+def test_model_device_places_the_hf_model(tiny_model, tmp_path):
+    """config model.device reaches extraction: cpu loads there; cuda without a GPU refuses
+    before loading anything; the job options carry the setting."""
+    import pytest
+
+    from extraction.pipeline import JobOptions
+    from persona_steer.config import ConfigError, load_config
+
+    model, _ = load_hf_model(tiny_model, device="cpu")
+    assert next(model.parameters()).device.type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="model.device is cuda"):
+            load_hf_model(tiny_model, device="cuda")
+    (tmp_path / "config.yaml").write_text("model:\n  device: cpu\n  quantization: null\n")
+    opts = JobOptions.from_settings(load_config(tmp_path / "config.yaml", environ={}),
+                                    {"rollout_backend": "hf"})
+    assert (opts.device, opts.quantization) == ("cpu", "none")
