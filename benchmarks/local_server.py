@@ -3,6 +3,7 @@ free loopback port, its own session (as a daemon would run), wait for /health 20
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -50,3 +51,12 @@ def start_server(tmp: Path, **model_settings) -> tuple[subprocess.Popen, str]:
         except httpx.TransportError:
             pass
         time.sleep(0.5)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """SIGTERM to its process group (server, engine core), SIGKILL after 30 s."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)

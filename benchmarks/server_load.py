@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -123,11 +120,7 @@ def main() -> None:
             httpx.delete(f"{url}/api/personas/{name}", headers=headers, timeout=30)
     finally:
         if proc is not None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+            local_server.stop_server(proc)
         tmpdir.cleanup()
 
 

@@ -183,20 +183,31 @@ class HFBackend(RolloutBackend):
         return self.tok.decode(toks, skip_special_tokens=True)
 
 
+def threaded_client(concurrency: int, **kwargs):
+    """One httpx.Client shared by `concurrency` threads, with a connection and a keep-alive slot
+    for each. With httpx's default of 20 keep-alive connections, more threads than that make
+    the pool close "surplus" idle connections, and one it just handed to another thread can be
+    closed while that thread reads from it: `httpx.ReadError: [Errno 9] Bad file descriptor`
+    (httpcore 1.0 counts every connection, not the idle ones, so it happens at any load above
+    20; a busy machine widens the window between the handing out and the close)."""
+    import httpx
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    return httpx.Client(limits=limits, **kwargs)
+
+
 class OpenAIBackend(RolloutBackend):
     """Rollouts through an OpenAI-compatible server (our own server's engine, or stock vLLM)."""
     name = "openai"
 
     def __init__(self, base_url: str, tokenizer, api_key: str | None = None,
                  model: str | None = None, concurrency: int = 16, timeout: float = 600.0):
-        import httpx
         if not base_url:
             raise ValueError("rollout_backend 'openai' needs base_url")
         base = base_url.rstrip("/")
         self.base = base if base.endswith("/v1") else base + "/v1"
         self.tok = tokenizer
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(timeout=timeout, headers=headers)
+        self.http = threaded_client(concurrency, timeout=timeout, headers=headers)
         self.concurrency = concurrency
         self.model = model or self._first_model()
 

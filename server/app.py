@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from persona_steer.config import Settings
 from persona_steer.toy_demo import seed_demo_vectors
 
-from server import lifecycle, routes_api, routes_jobs, routes_openai
+from server import lifecycle, openapi, routes_api, routes_jobs, routes_openai
 from server.errors import APIError, error_body, install_handlers
 from server.jobs import JobManager
 from server.loop_watchdog import LoopWatchdog
@@ -147,10 +147,12 @@ def create_app(settings: Settings, *, config_path: Optional[str] = None,
     app.state.ps = state
     install_handlers(app)
     auth = [Depends(require_key)]
+    keyed = dict(dependencies=auth, responses=openapi.KEYED)
     app.include_router(routes_api.public_router)
-    app.include_router(routes_openai.router, dependencies=auth, tags=["openai"])
-    app.include_router(routes_api.router, dependencies=auth, tags=["api"])
-    app.include_router(routes_jobs.router, dependencies=auth, tags=["jobs"])
+    app.include_router(routes_openai.router, tags=["openai"], **keyed)
+    app.include_router(routes_api.router, tags=["api"], **keyed)
+    app.include_router(routes_jobs.router, tags=["jobs"], **keyed)
+    openapi.install(app, state)
 
     # The web page: / and the top-level files of server/static/ (no auth: it is only HTML/JS;
     # the page sends the key on its API calls). Explicit routes rather than a mount at "/",

@@ -14,11 +14,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from persona_steer.config import ConfigError
 from persona_steer.steering_spec import SteeringSpecError
 from persona_steer.store import StoreWriteError, VectorNotFound
-from persona_steer.vector_format import VectorFormatError
+from persona_steer.vector_format import NAME_RE, VectorFormatError, validate_name
 
 log = logging.getLogger("persona_steer.server")
 
@@ -81,7 +82,7 @@ def to_api_error(err: BaseException) -> APIError:
     return APIError(500, f"internal server error ({type(err).__name__})", code="internal_error")
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, str | None]:
     errs = exc.errors()
     if not errs:
         return "invalid request", None
@@ -90,9 +91,30 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     param = ".".join(loc) or None
     msg = first.get("msg", "invalid value")
     if first.get("type") == "json_invalid":
-        return f"request body is not valid JSON: {msg}", None
+        return f"request body is not valid JSON: {msg}", None, None
+    code = "invalid_request"
+    if is_bad_name(first):          # the same words as everywhere else a name is checked
+        code = "invalid_name"
+        try:
+            validate_name(first.get("input"))
+        except VectorFormatError as err:
+            msg = str(err)
     more = f" (and {len(errs) - 1} more problems)" if len(errs) > 1 else ""
-    return (f"{param}: {msg}" if param else msg) + more, param
+    return (f"{param}: {msg}" if param else msg) + more, param, code
+
+
+def is_bad_name(err: dict) -> bool:
+    return (err.get("type") == "string_pattern_mismatch"
+            and (err.get("ctx") or {}).get("pattern") == NAME_RE.pattern)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves on this path (Starlette's own 405 names only the first
+    route's, and a path such as /api/personas/{name} has a route per method)."""
+    methods = {m for route in request.app.router.routes if getattr(route, "methods", None)
+               for m in route.methods
+               if route.matches({**request.scope, "method": m})[0] == Match.FULL}
+    return ", ".join(sorted(methods))
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -102,17 +124,19 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        message, param = _validation_message(exc)
-        return error_response(400, message, param=param, code="invalid_request")
+        message, param, code = _validation_message(exc)
+        return error_response(400, message, param=param, code=code)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        headers = getattr(exc, "headers", None)
         if exc.status_code == 404 and message == "Not Found":
             message = f"no such endpoint: {request.method} {request.url.path}"
         elif exc.status_code == 405:
             message = f"method {request.method} not allowed on {request.url.path}"
-        return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        return error_response(exc.status_code, message, headers=headers)
 
     for cls in (VectorNotFound, SteeringSpecError, VectorFormatError, ConfigError,
                 FileExistsError, StoreWriteError):

@@ -135,6 +135,7 @@ def max_tokens_for(state: ServerState, n_prompt: int, requested: Optional[int]) 
 
 # OpenAI's values for the sampling fields a request leaves out, where the model's generation config
 # sets none (vLLM's ChatCompletionRequest uses the same: request, then model default, then these)
+_GREEDY_EPS = 1e-5          # vLLM's own: a temperature below it is greedy
 OPENAI_SAMPLING_DEFAULTS: dict[str, float] = {
     "temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0,
     "presence_penalty": 0.0, "frequency_penalty": 0.0, "repetition_penalty": 1.0}
@@ -152,16 +153,15 @@ def sampling_params(req: Any, max_tokens: int, steering: Steering, *, stream: bo
     if rf is not None and rf.type == "json_object":
         structured = StructuredOutputsParams(json_object=True)
     elif rf is not None and rf.type == "json_schema":
-        js = rf.json_schema or {}
-        schema = js.get("schema")
-        if not isinstance(schema, dict):
-            raise APIError(400, "response_format.json_schema.schema must be a JSON schema object",
-                           param="response_format")
-        structured = StructuredOutputsParams(json=schema)
+        structured = StructuredOutputsParams(json=rf.json_schema.schema_)
     defaults = defaults or {}
     picked = {name: value if (value := getattr(req, name, None)) is not None
               else defaults.get(name, openai_default)
               for name, openai_default in OPENAI_SAMPLING_DEFAULTS.items()}
+    if req.n > 1 and picked["temperature"] < _GREEDY_EPS:
+        # OpenAI takes n > 1 at temperature 0, vLLM refuses it: n greedy samples are n draws
+        # from the top-1 token, the argmax at every step, as greedy is
+        picked.update(temperature=1.0, top_k=1)
     kw: dict[str, Any] = dict(
         n=req.n, max_tokens=max_tokens, **picked,
         seed=req.seed, stop=req.stop, logprobs=logprobs,

@@ -10,11 +10,11 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Literal
 
 import torch
 from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import ValidationError
 
@@ -25,8 +25,9 @@ from server import lifecycle
 from server.errors import APIError, error_body, to_api_error
 from server.generation import (chat_prompt, engine_prompt, finish, generate, max_tokens_for, new_id,
                                resolve_steering, sampling_params, usage)
+from server.openapi import BINARY, WITH_BODY, errors
 from server.routes_openai import get_state, ready_state
-from server.schemas import EqualizeRequest, ScaleRequest, SimpleChatRequest
+from server.schemas import EqualizeRequest, NamePath, ScaleRequest, SimpleChatRequest
 from server.security import key_matches
 from server.state import ServerState
 from server.think import THINK_START, ThinkSplitter
@@ -39,7 +40,7 @@ KIND_OF = {"personas": "persona", "traits": "trait"}
 
 
 # --- health / metrics / status ---------------------------------------------------------------
-@public_router.get("/health")
+@public_router.get("/health", responses=errors(503))
 async def health(request: Request):
     """200 only when the engine is ready and the server accepts requests; otherwise 503 with
     the state (`status`: starting, failed, dead, stopping) and why (`error.message`)."""
@@ -47,7 +48,7 @@ async def health(request: Request):
     return JSONResponse(body, status_code=status)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request):
     state = get_state(request)
     body = generate_latest(state.metrics.registry) + generate_latest(REGISTRY)
@@ -130,22 +131,24 @@ async def list_traits(request: Request):
 def _register_vector_routes(collection: str) -> None:
     kind = _kind(collection)
 
-    @router.get(f"/api/{collection}/{{name}}", name=f"get_{kind}")
-    async def get_vector(name: str, request: Request):
+    @router.get(f"/api/{collection}/{{name}}", name=f"get_{kind}", responses=errors(400, 404))
+    async def get_vector(name: NamePath, request: Request):
         state = get_state(request)
         info = state.store.info(kind, _name(name))
         info["loaded"] = state.is_loaded(kind, name)
         return info
 
-    @router.delete(f"/api/{collection}/{{name}}", name=f"delete_{kind}")
-    async def delete_vector(name: str, request: Request):
+    @router.delete(f"/api/{collection}/{{name}}", name=f"delete_{kind}",
+                   responses={**WITH_BODY, **errors(404, 507)})
+    async def delete_vector(name: NamePath, request: Request):
         state = get_state(request)
         state.store.delete(kind, _name(name))
         state.unloaded[kind].discard(name)
         return {"deleted": name, "kind": kind}
 
-    @router.post(f"/api/{collection}/{{name}}/load", name=f"load_{kind}")
-    async def load_vector(name: str, request: Request):
+    @router.post(f"/api/{collection}/{{name}}/load", name=f"load_{kind}",
+                 responses={**WITH_BODY, **errors(404)})
+    async def load_vector(name: NamePath, request: Request):
         state = get_state(request)
         _name(name)
         if state.shape is not None:
@@ -156,8 +159,9 @@ def _register_vector_routes(collection: str) -> None:
         state.set_loaded(kind, name, True)
         return {"name": name, "kind": kind, "loaded": True}
 
-    @router.post(f"/api/{collection}/{{name}}/unload", name=f"unload_{kind}")
-    async def unload_vector(name: str, request: Request):
+    @router.post(f"/api/{collection}/{{name}}/unload", name=f"unload_{kind}",
+                 responses={**WITH_BODY, **errors(404)})
+    async def unload_vector(name: NamePath, request: Request):
         state = get_state(request)
         _name(name)
         if not state.store.exists(kind, name):
@@ -165,8 +169,11 @@ def _register_vector_routes(collection: str) -> None:
         state.set_loaded(kind, name, False)
         return {"name": name, "kind": kind, "loaded": False}
 
-    @router.get(f"/api/{collection}/{{name}}/vector", name=f"download_{kind}")
-    async def download_vector(name: str, request: Request):
+    @router.get(f"/api/{collection}/{{name}}/vector", name=f"download_{kind}",
+                response_class=Response,
+                responses={200: {"content": BINARY, "description": "the safetensors file"},
+                           **errors(400, 404)})
+    async def download_vector(name: NamePath, request: Request):
         state = get_state(request)
         path = state.store.path_for(kind, _name(name))
         if not path.is_file():
@@ -176,8 +183,14 @@ def _register_vector_routes(collection: str) -> None:
                         headers={"Content-Disposition":
                                  f'attachment; filename="{name}.safetensors"'})
 
-    @router.put(f"/api/{collection}/{{name}}/vector", name=f"upload_{kind}")
-    async def upload_vector(name: str, request: Request):
+    @router.put(f"/api/{collection}/{{name}}/vector", name=f"upload_{kind}",
+                responses={200: {"description": "replaced an existing vector"},
+                           201: {"description": "a new vector"},
+                           **WITH_BODY, **errors(503, 507)},
+                openapi_extra={"requestBody": {"required": True, "content": BINARY,
+                                               "description": "a safetensors steering vector "
+                                                              "(docs/vector-format.md)"}})
+    async def upload_vector(name: NamePath, request: Request):
         state = get_state(request)
         _name(name)
         data = await request.body()
@@ -205,9 +218,10 @@ _register_vector_routes("personas")
 _register_vector_routes("traits")
 
 
-@router.get("/api/vectors/similarity")
-async def similarity(request: Request, layer: int | None = Query(None, ge=0),
-                     kind: str = Query("persona", pattern="^(persona|trait)$")):
+@router.get("/api/vectors/similarity", responses=errors(400))
+async def similarity(request: Request,
+                     layer: int | None = Query(None, ge=0, json_schema_extra={"x-bound": "layer"}),
+                     kind: Literal["persona", "trait"] = "persona"):
     """Cosine similarity between every pair of vectors of `kind` at one layer."""
     state = get_state(request)
     if layer is None:
@@ -232,7 +246,7 @@ async def similarity(request: Request, layer: int | None = Query(None, ge=0),
     return {"kind": kind, "layer": layer, "names": names, "matrix": matrix, "missing": missing}
 
 
-@router.post("/api/vectors/equalize")
+@router.post("/api/vectors/equalize", responses={**WITH_BODY, **errors(404, 507)})
 async def equalize(body: EqualizeRequest, request: Request):
     """Put a set of personas (or traits) on one scale: at every layer each gets the set's mean
     norm (extraction.equalize). Files are rewritten atomically; requests pick the new vectors
@@ -255,7 +269,7 @@ async def get_scale(request: Request):
     return {"steering_scale": get_state(request).scale}
 
 
-@router.post("/api/steering-scale")
+@router.post("/api/steering-scale", responses=WITH_BODY)
 async def set_scale(body: ScaleRequest, request: Request):
     state = get_state(request)
     bound = state.settings.steering.max_weight
@@ -305,7 +319,7 @@ class SamplingFieldsOf:
         self.ignore_eos = r.ignore_eos
 
 
-@router.post("/api/chat")
+@router.post("/api/chat", responses={**WITH_BODY, **errors(404)})
 async def api_chat(req: SimpleChatRequest, request: Request):
     state = ready_state(request)
     content, reasoning, result = [], [], {}

@@ -15,6 +15,7 @@ from persona_steer.vector_format import VectorFormatError, validate_name
 from server.errors import APIError
 from server.jobs import TERMINAL, public
 from server.routes_openai import get_state
+from server.openapi import SSE, WITH_BODY, errors
 from server.schemas import PersonaCreate, TraitCreate
 
 router = APIRouter()
@@ -53,7 +54,10 @@ def _archetypes(settings) -> list[str] | None:
         return None   # let the job itself report it
 
 
-@router.post("/api/personas", status_code=202)
+STARTED = {202: {"description": "the job started; `Location` names it"}, **WITH_BODY, **errors(409)}
+
+
+@router.post("/api/personas", status_code=202, responses=STARTED)
 async def create_persona(body: PersonaCreate, request: Request):
     state, jobs = _jobs(request)
     name = _check_name(body.name)
@@ -76,7 +80,7 @@ async def create_persona(body: PersonaCreate, request: Request):
                         headers={"Location": f"/api/jobs/{rec['id']}"})
 
 
-@router.post("/api/traits", status_code=202)
+@router.post("/api/traits", status_code=202, responses=STARTED)
 async def create_trait(body: TraitCreate, request: Request):
     state, jobs = _jobs(request)
     word, opposite = body.word.strip(), body.opposite.strip()
@@ -98,19 +102,21 @@ async def list_jobs(request: Request):
     return {"jobs": [public(r) for r in jobs.list()]}
 
 
-@router.get("/api/jobs/{job_id}")
+@router.get("/api/jobs/{job_id}", responses=errors(404))
 async def get_job(job_id: str, request: Request):
     _, jobs = _jobs(request)
     return public(jobs.get(job_id))
 
 
-@router.delete("/api/jobs/{job_id}")
+@router.delete("/api/jobs/{job_id}", responses=errors(404, 413))
 async def cancel_job(job_id: str, request: Request):
     _, jobs = _jobs(request)
     return public(jobs.cancel(job_id))
 
 
-@router.get("/api/jobs/{job_id}/events")
+@router.get("/api/jobs/{job_id}/events",
+            responses={200: {"content": SSE, "description": "the job's progress events"},
+                       **errors(404)})
 async def job_events(job_id: str, request: Request):
     """SSE: `event: <status|progress>` with the job record as data, until it ends."""
     _, jobs = _jobs(request)

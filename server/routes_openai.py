@@ -18,6 +18,7 @@ from server.errors import APIError, to_api_error
 from server.generation import (chat_logprobs, chat_prompt, completion_logprobs, engine_prompt,
                                finish, generate, max_tokens_for, merge, new_id, now,
                                resolve_steering, sampling_params, text_prompt, usage)
+from server.openapi import SSE, WITH_BODY, errors
 from server.schemas import ChatCompletionRequest, CompletionRequest
 from server.state import PERSONA_MODEL_PREFIX, ServerState, model_ids
 from server.think import THINK_START, ThinkSplitter
@@ -49,7 +50,7 @@ async def list_models(request: Request):
     return {"object": "list", "data": data}
 
 
-@router.get("/v1/models/{model_id:path}")
+@router.get("/v1/models/{model_id:path}", responses=errors(404))
 async def get_model(model_id: str, request: Request):
     state = get_state(request)
     if model_id not in model_ids(state):
@@ -145,7 +146,10 @@ async def ended(events: AsyncGenerator[str, None]) -> AsyncIterator[str]:
 
 
 # --- chat -----------------------------------------------------------------------------------
-@router.post("/v1/chat/completions")
+GENERATE = {200: {"content": SSE}, **WITH_BODY, **errors(404, 503)}
+
+
+@router.post("/v1/chat/completions", responses=GENERATE)
 async def chat_completions(req: ChatCompletionRequest, request: Request):
     state = ready_state(request)
     steering = resolve_steering(state, req, req.model)
@@ -221,7 +225,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
 
 
 # --- completions ----------------------------------------------------------------------------
-@router.post("/v1/completions")
+@router.post("/v1/completions", responses=GENERATE)
 async def completions(req: CompletionRequest, request: Request):
     state = ready_state(request)
     if req.echo:

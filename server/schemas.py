@@ -4,58 +4,112 @@ Steering fields accepted at the top level of chat/completions bodies (the openai
 through `extra_body`): `persona` (name), `strength` (weight of `persona`), `blend`
 ({persona: weight}), `traits` ({trait: weight}), `scale` (this request's steering scale instead
 of the server's), `safety` (bool).
-Unknown OpenAI fields are ignored, as OpenAI-compatible servers do.
+Unknown OpenAI fields are ignored, as OpenAI-compatible servers do. Types are strict (no
+`true` for a number, no "1" for an integer): what /openapi.json says is what is accepted.
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from fastapi import Path
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, \
+    WithJsonSchema, field_validator, model_validator
+
+from persona_steer.vector_format import NAME_RE
 
 MAX_N = 16
 MAX_TOP_LOGPROBS = 20
+MAX_STOP = 16
+SEED_MAX = 2 ** 53 - 1      # the largest integer every JSON client (a double) holds exactly
+
+# Constraints shared by validation and /openapi.json. A pattern mismatch on a name is answered as
+# `invalid_name` (server.errors); a weight's bound is steering.max_weight, enforced by
+# persona_steer.steering_spec and written into the document by server.openapi ("x-bound").
+VectorName = Annotated[str, StringConstraints(pattern=NAME_RE.pattern)]
+NamePath = Annotated[str, Path(pattern=NAME_RE.pattern)]
+Weight = Annotated[float, Field(allow_inf_nan=False, json_schema_extra={"x-bound": "weight"})]
+NamedWeights = Annotated[dict[VectorName, Weight], WithJsonSchema({
+    "type": "object", "description": "{name: weight}",
+    "propertyNames": {"pattern": NAME_RE.pattern},
+    "additionalProperties": {"type": "number", "x-bound": "weight"}})]
+def _whole(v: Any) -> Any:
+    """3.0 is an integer to JSON Schema (and so to clients generated from the document)."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+WHOLE = BeforeValidator(_whole)     # last in an Annotated, after the constraints it keeps
+Int = Annotated[int, WHOLE]         # strict otherwise: no true, no "3"
+TokenId = Annotated[int, Field(ge=0, json_schema_extra={"x-bound": "token"}), WHOLE]
+# with the prompt, at most the context (else 400 context_length_exceeded): a rule across fields
+# and the model, so the document states it in words
+MaxTokens = Annotated[int, Field(ge=1, description="with the prompt's tokens, at most the "
+                                                     "context length"), WHOLE]
+Seed = Annotated[int, Field(ge=-SEED_MAX, le=SEED_MAX), WHOLE]
+TopLogprobs = Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS), WHOLE]
 
 
 class SteeringFields(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
-    persona: Optional[str] = None
-    strength: Optional[float] = None
-    blend: Optional[dict[str, float]] = None
-    traits: Optional[dict[str, float]] = None
-    scale: Optional[float] = None       # None: the server's current steering scale
+    persona: Optional[Union[VectorName, Literal[""]]] = None
+    strength: Optional[Weight] = None
+    blend: Optional[NamedWeights] = None
+    traits: Optional[NamedWeights] = None
+    scale: Optional[Weight] = None      # None: the server's current steering scale
     safety: Optional[bool] = None
 
 
 class StreamOptions(BaseModel):
+    model_config = ConfigDict(strict=True)
     include_usage: bool = False
 
 
-class ResponseFormat(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class JsonSchemaSpec(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True, populate_by_name=True)
 
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: Optional[dict[str, Any]] = None
+    name: Optional[str] = None
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: Optional[bool] = None
+    description: Optional[str] = None
+
+
+class PlainFormat(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    type: Literal["text", "json_object"]
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+ResponseFormat = Annotated[Union[PlainFormat, JsonSchemaFormat], Field(discriminator="type")]
 
 
 class SamplingFields(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     model: Optional[str] = None
-    n: int = Field(1, ge=1, le=MAX_N)
+    n: Int = Field(1, ge=1, le=MAX_N)
     temperature: Optional[float] = Field(None, ge=0, le=2)
     top_p: Optional[float] = Field(None, gt=0, le=1)
-    max_tokens: Optional[int] = Field(None, ge=1)
-    stop: Optional[Union[str, list[str]]] = None
-    seed: Optional[int] = None
+    max_tokens: Optional[MaxTokens] = None
+    stop: Optional[Union[Annotated[str, Field(min_length=1)],
+                         Annotated[list[Annotated[str, Field(min_length=1)]],
+                                   Field(max_length=MAX_STOP)]]] = None
+    seed: Optional[Seed] = None
     presence_penalty: Optional[float] = Field(None, ge=-2, le=2)
     frequency_penalty: Optional[float] = Field(None, ge=-2, le=2)
-    logit_bias: Optional[dict[str, float]] = None       # {token id: -100..100}, as OpenAI
+    logit_bias: Optional[Annotated[dict[str, float], WithJsonSchema({   # as OpenAI
+        "type": "object", "description": "{token id: bias from -100 to 100}",
+        "propertyNames": {"pattern": "^[0-9]+$"},
+        "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100}})]] = None
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
     user: Optional[str] = None
     # vLLM extensions (the openai SDK sends them through extra_body)
-    top_k: Optional[int] = Field(None, ge=-1)
+    top_k: Optional[Annotated[int, Field(ge=-1), WHOLE]] = None
     min_p: Optional[float] = Field(None, ge=0, le=1)
     repetition_penalty: Optional[float] = Field(None, gt=0, le=2)
     return_token_ids: bool = False
@@ -72,27 +126,15 @@ class SamplingFields(BaseModel):
                 raise ValueError(f"bias for token {token} must be between -100 and 100, got {bias}")
         return v
 
-    @field_validator("stop")
-    @classmethod
-    def _stop(cls, v):
-        if isinstance(v, list):
-            if len(v) > 16:
-                raise ValueError("at most 16 stop strings")
-            if any(not isinstance(s, str) or s == "" for s in v):
-                raise ValueError("stop strings must be non-empty")
-        elif v == "":
-            raise ValueError("stop must be non-empty")
-        return v
-
 
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     type: Literal["text"]
     text: str
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     role: Literal["system", "developer", "user", "assistant"]
     content: Union[str, list[TextPart], None] = None
@@ -108,45 +150,49 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(SamplingFields, SteeringFields):
     messages: list[ChatMessage] = Field(..., min_length=1)
-    max_completion_tokens: Optional[int] = Field(None, ge=1)
+    max_completion_tokens: Optional[MaxTokens] = None
     logprobs: bool = False
-    top_logprobs: Optional[int] = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    top_logprobs: Optional[TopLogprobs] = None
     response_format: Optional[ResponseFormat] = None
     chat_template_kwargs: Optional[dict[str, Any]] = None
 
 
 class CompletionRequest(SamplingFields, SteeringFields):
-    prompt: Union[str, list[str], list[int]]
-    logprobs: Optional[int] = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-    echo: bool = False
+    prompt: Union[Annotated[str, Field(min_length=1)],
+                  Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)],
+                  Annotated[list[TokenId], Field(min_length=1)]]
+    logprobs: Optional[TopLogprobs] = None
+    echo: bool = Field(False, description="not supported: false only (true is a 400)",
+                       json_schema_extra={"const": False})
     response_format: Optional[ResponseFormat] = None
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompt(cls, v):
-        if isinstance(v, list) and len(v) == 0:
-            raise ValueError("prompt must not be empty")
-        return v
 
 
 # --- the original system's REST API --------------------------------------------------------
 class SimpleChatRequest(SteeringFields):
     """POST /api/chat and WS /ws/chat: `message` (plus optional `history`) or `messages`.
     The original system's `personas` and `safety_enabled` are read as `blend` and `safety`."""
-    model_config = ConfigDict(extra="ignore")
+    # at least one message from some field (`to_messages`), as the document says
+    model_config = ConfigDict(extra="ignore", strict=True, json_schema_extra={"anyOf": [
+        {"required": ["message"], "properties": {"message": {"type": "string"}}},
+        {"required": ["messages"], "properties": {"messages": {"minItems": 1}}},
+        {"required": ["system"], "properties": {"system": {"type": "string", "minLength": 1}}},
+        {"required": ["history"], "properties": {"history": {"minItems": 1}}}]})
 
     message: Optional[str] = None
     history: list[ChatMessage] = []
     messages: Optional[list[ChatMessage]] = None
     system: Optional[str] = None
-    max_tokens: int = Field(256, ge=1)
+    max_tokens: MaxTokens = 256
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: Optional[float] = Field(None, gt=0, le=1)
-    seed: Optional[int] = None
+    seed: Optional[Seed] = None
     presence_penalty: Optional[float] = Field(None, ge=-2, le=2)
     frequency_penalty: Optional[float] = Field(None, ge=-2, le=2)
     enable_thinking: Optional[bool] = None
     ignore_eos: bool = False
+    # declared for the document; `_original_fields` moves them to blend / safety
+    personas: Optional[NamedWeights] = Field(None, description="the original system's `blend`")
+    safety_enabled: Optional[bool] = Field(None, description="the original system's `safety`")
 
     @model_validator(mode="before")
     @classmethod
@@ -178,33 +224,28 @@ class SimpleChatRequest(SteeringFields):
 
 
 class ScaleRequest(BaseModel):
-    scale: float
-
-    @field_validator("scale")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if v != v or v in (float("inf"), float("-inf")):
-            raise ValueError("must be a finite number")
-        return v
+    model_config = ConfigDict(strict=True)
+    scale: Weight            # finite; within ±steering.max_weight (checked by the route)
 
 
 class EqualizeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    names: list[str] = Field(min_length=2, max_length=256)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    names: list[VectorName] = Field(min_length=2, max_length=256,
+                                    json_schema_extra={"uniqueItems": True})
     kind: Literal["persona", "trait"] = "persona"
 
 
 class PersonaCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str
+    name: VectorName
     description: Optional[str] = None
-    archetype: Optional[str] = None
+    archetype: Optional[VectorName] = None
 
 
 class TraitCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     word: str = Field(..., min_length=1, max_length=64)
     opposite: str = Field(..., min_length=1, max_length=64)
-    name: Optional[str] = None
+    name: Optional[VectorName] = None

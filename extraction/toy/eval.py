@@ -96,10 +96,10 @@ class ServerClient:
     """Generates through the project's OpenAI-compatible server (the steering fields at top level)."""
 
     def __init__(self, base_url: str, api_key: str | None = None, concurrency: int = 64):
-        import httpx
+        from extraction.rollouts import threaded_client
         self.base = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(timeout=600, headers=headers)
+        self.http = threaded_client(concurrency, timeout=600, headers=headers)
         self.concurrency = concurrency
         r = self.http.get(self.base + "/v1/models")
         r.raise_for_status()

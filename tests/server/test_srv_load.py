@@ -1,4 +1,5 @@
-"""Concurrency, client disconnects, API key on/off (SIGHUP reload, same engine)."""
+"""Concurrency, a crowd with a disconnect storm, client disconnects, API key on/off (SIGHUP
+reload, same engine)."""
 from __future__ import annotations
 
 import asyncio
@@ -52,6 +53,22 @@ def test_32_concurrent_streams_equal_their_solo_runs(server, steer_vectors):
     assert len(together) == 32
     assert together == solo
     assert len(set(solo)) >= len(CONFIGS) - 1      # the configs really differ
+
+
+def test_crowd_with_a_disconnect_storm(server, steer_vectors):
+    """benchmarks/crowd.py, short: 18 streaming clients with mixed personas, strengths, blends,
+    traits and plain requests for 8 s; halfway, a third of them drop mid-stream out of a long
+    request. No errors, every answer equal to the same request run alone, and the engine aborts
+    exactly the dropped requests (persona_steer_aborted_total), then runs nothing."""
+    from benchmarks.crowd import run_crowd
+    res = asyncio.run(run_crowd(server.base_url, clients=18, seconds=8, log=lambda *_: None))
+    assert not res.errors, res.errors[:5]
+    assert not res.mismatches, res.mismatches[:5]
+    assert len(res.streams) >= 12, res.report()
+    assert len({s.text for s in res.streams}) > 4          # the mix really differs
+    assert res.dropped == 6
+    assert res.aborted == res.dropped, res.report()
+    wait_idle(server)
 
 
 def status(server):
