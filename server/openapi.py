@@ -42,6 +42,9 @@ WHY = {
     404: "No such model, persona, trait, vector or job (or it is not loaded).",
     409: "The name is taken, or a job is already creating it.",
     413: "The body is larger than server.max_body_bytes.",
+    500: "The engine failed this one request (`generation_failed`; e.g. a structured-output "
+         "grammar that rejects the model's token), or its steering vectors changed or went "
+         "away after admission (`steering_failed`). The engine and other requests go on.",
     503: "The engine is not ready (starting, failed, dead), the server is stopping, or the "
          "store is read-only.",
     507: "The vector store's disk is full.",

@@ -319,7 +319,7 @@ class SamplingFieldsOf:
         self.ignore_eos = r.ignore_eos
 
 
-@router.post("/api/chat", responses={**WITH_BODY, **errors(404)})
+@router.post("/api/chat", responses={**WITH_BODY, **errors(404, 500)})
 async def api_chat(req: SimpleChatRequest, request: Request):
     state = ready_state(request)
     content, reasoning, result = [], [], {}

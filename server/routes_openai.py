@@ -146,7 +146,7 @@ async def ended(events: AsyncGenerator[str, None]) -> AsyncIterator[str]:
 
 
 # --- chat -----------------------------------------------------------------------------------
-GENERATE = {200: {"content": SSE}, **WITH_BODY, **errors(404, 503)}
+GENERATE = {200: {"content": SSE}, **WITH_BODY, **errors(404, 500, 503)}
 
 
 @router.post("/v1/chat/completions", responses=GENERATE)

@@ -111,7 +111,8 @@ class SamplingFields(BaseModel):
     # vLLM extensions (the openai SDK sends them through extra_body)
     top_k: Optional[Annotated[int, Field(ge=-1), WHOLE]] = None
     min_p: Optional[float] = Field(None, ge=0, le=1)
-    repetition_penalty: Optional[float] = Field(None, gt=0, le=2)
+    # below 0.01 the logits overflow (vLLM divides positive logits by it)
+    repetition_penalty: Optional[float] = Field(None, ge=0.01, le=2)
     return_token_ids: bool = False
     skip_special_tokens: Optional[bool] = None
     ignore_eos: bool = False
@@ -198,14 +199,16 @@ class SimpleChatRequest(SteeringFields):
     @classmethod
     def _original_fields(cls, data: Any) -> Any:
         # the original system's /api/chat body: {"personas": {name: weight}, "safety_enabled"}
+        # (`personas` joins `blend`, which wins on a name in both; `safety` wins over
+        # `safety_enabled`), so every body the document allows is accepted. Values of another
+        # type stay where they are, for the field's own check to refuse.
         if isinstance(data, dict) and ("personas" in data or "safety_enabled" in data):
             data = dict(data)
-            if "personas" in data:
-                if data.get("blend") is not None:
-                    raise ValueError("give `blend` or `personas` (the same thing), not both")
-                data["blend"] = data.pop("personas")
-            if "safety_enabled" in data and data.get("safety") is None:
-                data["safety"] = data.pop("safety_enabled")
+            personas, blend = data.get("personas"), data.get("blend")
+            if isinstance(personas, dict) and (blend is None or isinstance(blend, dict)):
+                data["blend"], data["personas"] = {**personas, **(blend or {})}, None
+            if isinstance(data.get("safety_enabled"), bool) and data.get("safety") is None:
+                data["safety"] = data["safety_enabled"]
         return data
 
     def to_messages(self) -> list[ChatMessage]:

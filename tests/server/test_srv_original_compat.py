@@ -108,5 +108,8 @@ def test_api_chat_reads_the_originals_body(http):
                                           "safety_enabled": False}).json()
     assert theirs["steering"]["personas"] == {"alpha": 0.5, "beta": 0.5}
     assert theirs["response"] == ours["response"] and theirs["steering"]["safety"] is False
-    both = http.post("/api/chat", json={**body, "personas": {"alpha": 1}, "blend": {"beta": 1}})
-    assert both.status_code == 400 and "not both" in both.text
+    # both names at once join (blend wins on a shared name): every schema-valid body is accepted
+    both = http.post("/api/chat", json={**body, "personas": {"alpha": 1, "beta": 0.2},
+                                        "blend": {"beta": 0.5}})
+    assert both.status_code == 200, both.text
+    assert both.json()["steering"]["personas"] == {"alpha": 1.0, "beta": 0.5}

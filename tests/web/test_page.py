@@ -421,6 +421,9 @@ def test_create_persona_form_starts_a_job(page, client):
     client.cancel_job(running[0].id)
     page.wait_for_function(
         "document.querySelector('#jobs li')?.dataset.status === 'cancelled'", timeout=120_000)
+    # the page says so once the job's event stream has closed, a moment after the status shows
+    page.wait_for_function(
+        "document.getElementById('error-text').textContent.includes('was cancelled')")
     assert "persona web_grumpy was cancelled" in page.inner_text("#error")
     # bad input is refused by the server and shown in words
     page.fill("#persona-name", "alpha")
