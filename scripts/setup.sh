@@ -3,7 +3,7 @@
 # that the given purpose needs, then the project itself. Idempotent: a stamp keyed on the lock
 # and this script skips the work when nothing changed.
 #   scripts/setup.sh serve   # runtime: requirements/cpu.txt (gpu.txt with PERSONA_STEER_VLLM=gpu)
-#   scripts/setup.sh test    # runtime + test tools: requirements/cpu-test.txt, and Debian chromium
+#   scripts/setup.sh test    # runtime + test tools: requirements/cpu-test.txt, Debian chromium and nginx
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PURPOSE="${1:-serve}"
@@ -36,8 +36,15 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-if [ "$PURPOSE" = test ] && ! command -v chromium >/dev/null 2>&1; then
-  echo "[setup] installing Debian chromium for the browser tests"
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+# Debian packages the end-to-end tests drive for real: chromium (the page) and nginx (the
+# balancer in front of two replicas, deploy/nginx.conf).
+if [ "$PURPOSE" = test ]; then
+  missing=()
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "[setup] installing Debian ${missing[*]} for the end-to-end tests"
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
 fi
