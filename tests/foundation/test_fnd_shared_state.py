@@ -77,8 +77,9 @@ def test_a_corrupt_file_keeps_the_last_good_state_and_is_replaced_by_the_next_ch
     assert STATE_FILE not in b.store.errors
 
 
-def _unload_many(store: str, prefix: str, n: int) -> None:
+def _unload_many(store: str, prefix: str, n: int, go) -> None:
     state = replica(store)
+    go.wait()                       # a barrier: both start changing at once
     for i in range(n):
         state.set_loaded("persona", f"{prefix}{i}", False)
 
@@ -86,8 +87,9 @@ def _unload_many(store: str, prefix: str, n: int) -> None:
 def test_concurrent_changes_from_two_processes_lose_nothing(tmp_path):
     """Each change is a read-modify-write under the file lock: two replicas unloading at once
     both land (without the lock one would overwrite the other's)."""
-    n = 25
-    procs = [CTX.Process(target=_unload_many, args=(str(tmp_path), p, n)) for p in ("a", "b")]
+    n = 60
+    go = CTX.Barrier(2)
+    procs = [CTX.Process(target=_unload_many, args=(str(tmp_path), p, n, go)) for p in "ab"]
     for p in procs:
         p.start()
     for p in procs:
@@ -112,12 +114,11 @@ def test_two_writers_of_one_name_leave_one_whole_file(tmp_path):
     hashes = {make_vector("persona", "same", "m", [0, 1, 2, 3], s, hidden=2048).content_hash()
               for s in (1, 2)}
     assert len(hashes) == 2
-    go = CTX.Event()
+    go = CTX.Barrier(2)             # both writers start at once
     procs = [CTX.Process(target=_save_many, args=(str(tmp_path), s, 40, go)) for s in (1, 2)]
     for p in procs:
         p.start()
     reader, seen = VectorStore(tmp_path), set()
-    go.set()
     while any(p.is_alive() for p in procs):
         if reader.exists("persona", "same"):
             seen.add(reader.load("persona", "same").content_hash())   # raises if torn
