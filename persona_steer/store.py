@@ -2,6 +2,7 @@
 
 Layout under the store root:
   personas/<name>.safetensors   traits/<name>.safetensors   assistant_axis.safetensors
+  server-state.json (the servers' shared scale and unloaded set: persona_steer.shared_state)
 """
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ from server.errors import APIError, error_body, install_handlers
 from server.jobs import JobManager
 from server.loop_watchdog import LoopWatchdog
 from server.security import KeyAwareCORS, require_key
-from server.state import ServerState, start_engine
+from server.state import ServerState, start_engine, watch_shared_state
 
 log = logging.getLogger("persona_steer.server")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -119,6 +119,7 @@ def create_app(settings: Settings, *, config_path: Optional[str] = None,
 
         start_engine(state, engine_factory, on_failure=on_engine_failure)
         engine_watch = asyncio.create_task(lifecycle.watch_engine(state))
+        shared_watch = asyncio.create_task(watch_shared_state(state))
         # Jobs roll out through this server's own engine (OpenAI API on loopback), so no
         # second engine is ever built; the key is read when each job starts.
         backend = job_backend if job_backend is not None else (lambda: {
@@ -132,6 +133,7 @@ def create_app(settings: Settings, *, config_path: Optional[str] = None,
             yield
         finally:
             engine_watch.cancel()
+            shared_watch.cancel()
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signal.SIGHUP)
             await state.jobs.shutdown()

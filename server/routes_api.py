@@ -143,7 +143,7 @@ def _register_vector_routes(collection: str) -> None:
     async def delete_vector(name: NamePath, request: Request):
         state = get_state(request)
         state.store.delete(kind, _name(name))
-        state.unloaded[kind].discard(name)
+        state.set_loaded(kind, name, True)     # a new vector of this name starts loaded
         return {"deleted": name, "kind": kind}
 
     @router.post(f"/api/{collection}/{{name}}/load", name=f"load_{kind}",
@@ -276,7 +276,7 @@ async def set_scale(body: ScaleRequest, request: Request):
     if abs(body.scale) > bound:
         raise APIError(400, f"scale={body.scale} is beyond the allowed bound ±{bound}",
                        param="scale", code="invalid_steering")
-    state.scale = body.scale
+    state.set_scale(body.scale)            # every replica on this store follows
     return {"steering_scale": state.scale}
 
 

@@ -19,7 +19,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from persona_steer.config import Settings, load_config, resolve_layers
 from persona_steer.resolve import ModelShape
-from persona_steer.store import VectorStore
+from persona_steer.shared_state import (POLL_S, STATE_FILE, SharedSettings, SharedStateCorrupt,
+                                        SharedStateFile, Snapshot)
+from persona_steer.store import StoreWriteError, VectorStore
 
 from server.think import ThinkConfig
 
@@ -88,6 +90,13 @@ class ServerState:
         self.store = VectorStore(self.settings.path("vectors"))
         self.scale = self.settings.steering.steering_scale
         self.api_key = self.settings.server.api_key or None
+        # the scale and the unloaded set are shared by every server on this store
+        # (persona_steer.shared_state); `scale` and `unloaded` mirror the file for the hot path
+        self.shared_file = SharedStateFile(self.store.root)
+        self.shared = SharedSettings()
+        self.shared_digest: Optional[str] = None
+        self.shared_writes = 0          # bumped by each local change: a poll read before it is stale
+        self.sync_shared(self.read_shared())
 
     @property
     def model_id(self) -> str:
@@ -101,7 +110,50 @@ class ServerState:
         return name not in self.unloaded.get(kind, set())
 
     def set_loaded(self, kind: str, name: str, loaded: bool) -> None:
-        (self.unloaded[kind].discard if loaded else self.unloaded[kind].add)(name)
+        if self.is_loaded(kind, name) != loaded:
+            self._change_shared(lambda s: s.with_loaded(kind, name, loaded))
+
+    # --- state shared with other replicas (persona_steer.shared_state) --------------------
+    def set_scale(self, scale: float) -> None:
+        self._change_shared(lambda s: s.with_scale(scale))
+
+    def _change_shared(self, change) -> None:
+        self.shared_writes += 1
+        try:
+            snap = self.shared_file.update(change, fallback=self.shared)
+        except OSError as err:
+            raise StoreWriteError("save", "state", STATE_FILE.split(".")[0],
+                                  self.shared_file.path, err) from None
+        self._apply_shared(snap)
+
+    def read_shared(self) -> Snapshot | Exception:
+        """The shared file now, or why it cannot be read (safe from any thread)."""
+        try:
+            return self.shared_file.read()
+        except (SharedStateCorrupt, OSError) as err:
+            return err
+
+    def sync_shared(self, snap: Snapshot | Exception) -> bool:
+        """Take a snapshot read by `read_shared` into force if it is new. An unreadable file
+        leaves the last good state in force and is listed in /api/status `store_errors`. Call
+        from the event loop (or before it runs)."""
+        if isinstance(snap, Exception):
+            if self.store.errors.get(STATE_FILE) != str(snap):
+                log.warning("keeping the last good shared state: %s", snap)
+            self.store.errors[STATE_FILE] = str(snap)
+            return False
+        self.store.errors.pop(STATE_FILE, None)
+        if snap.digest == self.shared_digest:
+            return False
+        self._apply_shared(snap)
+        return True
+
+    def _apply_shared(self, snap: Snapshot) -> None:
+        self.shared, self.shared_digest = snap.settings, snap.digest
+        config_scale = self.settings.steering.steering_scale
+        self.scale = config_scale if snap.settings.steering_scale is None \
+            else snap.settings.steering_scale
+        self.unloaded = {k: set(v) for k, v in snap.settings.unloaded.items()}
 
     # --- config reload (SIGHUP): the API key can rotate without a restart ------------------
     def reload_api_key(self) -> None:
@@ -111,6 +163,16 @@ class ServerState:
             return
         self.api_key = fresh.server.api_key or None
         log.info("config reloaded: API key %s", "on" if self.api_key else "off")
+
+
+async def watch_shared_state(state: ServerState, interval_s: float = POLL_S) -> None:
+    """Follow changes other replicas make to the shared state: re-read every interval_s."""
+    while True:
+        await asyncio.sleep(interval_s)
+        writes = state.shared_writes
+        snap = await asyncio.to_thread(state.read_shared)   # a slow NFS must not block the loop
+        if writes == state.shared_writes:   # else a local change landed meanwhile: read again
+            state.sync_shared(snap)
 
 
 def start_engine(state: ServerState, factory: Optional[Callable[[ServerState], Any]] = None,

@@ -28,7 +28,8 @@ Helpers
                   `server`, on another model and/or with config overrides ({"server":
                   {"shutdown_grace_s": 5}}), for tests that need an engine of their own.
   spawn_server(root, model, overrides=None)  the same, started and not waited for (tests of
-                  servers that fail to start).
+                  servers that fail to start, or several servers started at once);
+                  wait_healthy(live) then waits for one, stop_server(proc) stops one.
 Attaching: with $PERSONA_STEER_TEST_ATTACH (a LiveServer as JSON, `LiveServer.to_json()`) the
 `server` fixture reuses that running server instead of starting one: the SDK contract tests run
 again under the other openai major that way (tests/clients/test_sdk_majors.py).
@@ -237,28 +238,33 @@ def live_server(root: Path, model: str, overrides: dict | None = None,
                 command: list[str] | None = None) -> Iterator[LiveServer]:
     """`spawn_server(...)`, then wait until /health is 200 and yield; stopped at the end."""
     live = spawn_server(root, model, overrides, command)
-    proc = live.proc
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{live.log_tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not healthy after {STARTUP_TIMEOUT_S}s:\n"
-                                   f"{live.log_tail()}")
-            try:
-                r = httpx.get(live.base_url + "/health", timeout=5)
-                body = r.json() if r.headers.get("content-type", "").startswith(
-                    "application/json") else r.text
-                live.startup_health.append((r.status_code, body))
-                if r.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+        wait_healthy(live)
         yield live
     finally:
-        _stop(proc)
+        stop_server(live.proc)
+
+
+def wait_healthy(live: LiveServer, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    """Poll a spawned server's /health until it answers 200 (what it answered meanwhile goes
+    to .startup_health); raise with its log's tail if it exits or is not healthy in time."""
+    proc = live.proc
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{live.log_tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"server not healthy after {timeout_s}s:\n{live.log_tail()}")
+        try:
+            r = httpx.get(live.base_url + "/health", timeout=5)
+            body = r.json() if r.headers.get("content-type", "").startswith(
+                "application/json") else r.text
+            live.startup_health.append((r.status_code, body))
+            if r.status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")
@@ -270,7 +276,7 @@ def server(tmp_path_factory, tiny_model) -> LiveServer:
         yield live
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop_server(proc: subprocess.Popen) -> None:
     if proc.poll() is not None:
         return
     try:
