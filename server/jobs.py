@@ -25,10 +25,10 @@ from typing import Any, Optional
 
 from persona_steer.atomic import atomic_write_text
 from persona_steer.config import Settings, validate_data
+from persona_steer.job_states import TERMINAL
 
 log = logging.getLogger("persona_steer.server.jobs")
 
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 # kind -> (target "module:function", vector kind produced)
 JOB_KINDS: dict[str, tuple[str, str]] = {

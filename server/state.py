@@ -19,13 +19,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from persona_steer.config import Settings, load_config, resolve_layers
 from persona_steer.resolve import ModelShape
+from persona_steer.steering_spec import PERSONA_MODEL_PREFIX
 from persona_steer.store import VectorStore
 
 from server.think import ThinkConfig
 
 log = logging.getLogger("persona_steer.server")
-
-PERSONA_MODEL_PREFIX = "persona:"
 
 
 class Metrics:

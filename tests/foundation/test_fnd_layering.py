@@ -153,3 +153,15 @@ def test_the_graph_sees_top_level_imports_only():
 
 def test_no_import_cycles_among_the_project_packages():
     assert set(cycles(import_graph())) == KNOWN_CYCLES
+
+
+def test_clients_and_server_share_constants_without_importing_each_other():
+    # both read persona_steer (job states, steering fields); neither imports the other
+    graph = import_graph()
+    for mod, deps in graph.items():
+        if mod.startswith("clients"):
+            assert not {d for d in deps if d.startswith("server")}, mod
+        if mod.startswith("server"):
+            assert not {d for d in deps if d.startswith("clients")}, mod
+    assert "persona_steer.job_states" in graph["clients.client"]
+    assert "persona_steer.job_states" in graph["server.jobs"]
