@@ -250,7 +250,7 @@ class JobManager:
 
     # --- events ------------------------------------------------------------------------------
     def _publish(self, rec: dict, event: str) -> None:
-        snapshot = public(rec)
+        snapshot = job_view(rec)
         for q in self.subscribers.get(rec["id"], []):
             q.put_nowait((event, snapshot))
 
@@ -274,5 +274,6 @@ class JobManager:
             self._runner.cancel()
 
 
-def public(rec: dict) -> dict:
+def job_view(rec: dict) -> dict:
+    """The record as clients see it (every route and event): all but its event log."""
     return {k: v for k, v in rec.items() if k != "events"}

@@ -165,3 +165,12 @@ def test_clients_and_server_share_constants_without_importing_each_other():
             assert not {d for d in deps if d.startswith("clients")}, mod
     assert "persona_steer.job_states" in graph["clients.client"]
     assert "persona_steer.job_states" in graph["server.jobs"]
+
+
+def test_route_modules_take_request_dependencies_from_deps_not_each_other():
+    graph = import_graph()
+    routes = {m for m in graph if m.startswith("server.routes_")}
+    assert routes >= {"server.routes_api", "server.routes_jobs", "server.routes_openai"}
+    for mod in routes:
+        assert not graph[mod] & routes, (mod, graph[mod] & routes)
+        assert "server.deps" in graph[mod]
