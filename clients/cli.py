@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 from persona_steer.cli import CLIError
 
 from clients.cli_shared import decoding_from_args, entry_names, format_status
-from clients.client import PersonaSteerClient, PersonaSteerError, ServerUnreachable
+from clients.client import PersonaSteerClient, PersonaSteerError, ServerUnreachable, \
+    SteeringRequest
 from clients.repl import run_repl
 
 
@@ -151,23 +151,22 @@ def _status(args) -> int:
 
 
 # --- generate -------------------------------------------------------------------------------
-def steering_from_args(args) -> dict[str, Any]:
+def steering_from_args(args) -> SteeringRequest:
     from persona_steer.steering_spec import SteeringSpecError, parse_pairs_text
 
-    out: dict[str, Any] = {"persona": args.persona, "strength": args.strength}
+    blend, traits = None, None
     try:
         if args.blend:
-            out["blend"] = parse_pairs_text(args.blend, "--blend")
+            blend = parse_pairs_text(args.blend, "--blend")
         if args.trait:
-            traits: dict[str, float] = {}
+            traits = {}
             for text in args.trait:
                 traits.update(parse_pairs_text(text, "--trait"))
-            out["traits"] = traits
     except SteeringSpecError as err:
         raise CLIError(str(err)) from None
-    if args.safety is not None:
-        out["safety"] = args.safety == "on"
-    return out
+    safety = None if args.safety is None else args.safety == "on"
+    return SteeringRequest(persona=args.persona, strength=args.strength, blend=blend,
+                           traits=traits, safety=safety)
 
 
 @_run
@@ -178,7 +177,7 @@ def _generate(args) -> int:
         if args.stream:
             wrote = False
             thinking = False
-            for piece in c.chat_stream(args.prompt, **steering, **gen):
+            for piece in c.chat_stream(args.prompt, steering, **gen):
                 if piece.reasoning:
                     if not thinking:
                         sys.stderr.write("[thinking] ")
@@ -193,7 +192,7 @@ def _generate(args) -> int:
                 sys.stderr.write("\n")
             sys.stdout.write("\n" if wrote else "")
             return 0
-        resp = c.chat(args.prompt, **steering, **gen)
+        resp = c.chat(args.prompt, steering, **gen)
     if args.json:
         print(resp.model_dump_json(indent=2))
         return 0

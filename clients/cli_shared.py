@@ -2,7 +2,6 @@
 the status lines and the decoding fields taken from the command line."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from persona_steer.cli import penalties_from_args
@@ -14,26 +13,12 @@ def entry_names(entries: list[dict]) -> list[str]:
 
 
 def format_status(st: dict) -> list[str]:
-    lines = []
-    model = st.get("model")
-    if isinstance(model, dict):
-        model = model.get("name") or model.get("id") or json.dumps(model)
-    lines.append(f"model:          {model}")
-    engine = st.get("engine_state", st.get("engine"))
-    if isinstance(engine, dict):
-        engine = engine.get("state") or json.dumps(engine)
-    lines.append(f"engine:         {engine}")
+    """GET /api/status (server/routes_api.py `status`) as the lines `status` and /status print."""
+    lines = [f"model:          {st['model']}", f"engine:         {st['engine']}"]
     if "steering_scale" in st:
         lines.append(f"steering scale: {st['steering_scale']}")
-    loaded = st.get("loaded", st.get("loaded_vectors"))
-    if isinstance(loaded, dict):
-        for kind, names in loaded.items():
-            shown = ", ".join(entry_names(names)) if isinstance(names, list) else str(names)
-            lines.append(f"loaded {kind + ':':<8} {shown or 'none'}")
-    elif isinstance(loaded, list):
-        shown = ", ".join(x if isinstance(x, str) else
-                          f"{x.get('kind', '')}/{x.get('name', '')}".lstrip("/") for x in loaded)
-        lines.append(f"loaded:         {shown or 'none'}")
+    for kind, names in st.get("loaded", {}).items():     # {"personas": [...], "traits": [...]}
+        lines.append(f"loaded {kind + ':':<8} {', '.join(names) or 'none'}")
     return lines
 
 

@@ -1,38 +1,53 @@
 """The project's one HTTP client: a small typed wrapper over httpx (REST API) and the official
 `openai` SDK (OpenAI routes), sync and async.
 
-    from clients.client import PersonaSteerClient
+    from clients.client import PersonaSteerClient, SteeringRequest
     c = PersonaSteerClient("http://127.0.0.1:8000")
-    print(c.chat_text("Hello", persona="pirate", strength=0.8))
-    for piece in c.chat_stream([{"role": "user", "content": "Hi"}], traits={"formal": 0.4}):
+    print(c.chat_text("Hello", SteeringRequest(persona="pirate", strength=0.8)))
+    for piece in c.chat_stream([{"role": "user", "content": "Hi"}],
+                               SteeringRequest(traits={"formal": 0.4})):
         print(piece.content, end="", flush=True)
+
+Each method is written once, in `_Methods`, as a generator that yields the calls it needs
+(`_Http`: one REST request; `_OpenAI`: one openai SDK call; `_Follow`: read an event stream
+until a condition) and returns the result; `PersonaSteerClient` sends them with httpx.Client and
+openai.OpenAI, `AsyncPersonaSteerClient` with httpx.AsyncClient and openai.AsyncOpenAI.
 
 Every server error arrives as `PersonaSteerError` (status, message, type, param, code, taken
 from the OpenAI-style error body); a server that cannot be reached raises `ServerUnreachable`.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
+import inspect
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from typing import Any, AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 
 import httpx
 
+from persona_steer.job_states import TERMINAL, UNSUCCESSFUL
+from persona_steer.steering_spec import PERSONA_MODEL_PREFIX, SteeringRequest, SteeringSpecError
+
+__all__ = ["AsyncPersonaSteerClient", "ChatDelta", "Job", "PersonaSteerClient",
+           "PersonaSteerError", "ServerUnreachable", "SteeringRequest"]
+
 KINDS = ("persona", "trait")
+_KIND_PATH = {"persona": "personas", "trait": "traits"}
+# the keyword form of a request's steering (docs/python.md): chat(..., persona="pirate")
+STEERING_KEYS = tuple(f.name for f in dataclasses.fields(SteeringRequest))
+DEFAULT_TIMEOUT_S = 120.0   # read/write/pool, per request (a long generation streams within it)
+CONNECT_TIMEOUT_S = 5.0
 
 
 def _openai():
     """The openai SDK, imported on first use (it takes about a second; REST calls skip it)."""
     import openai
     return openai
-
-_KIND_PATH = {"persona": "personas", "trait": "traits"}
-FINISHED_JOB_STATES = ("done", "succeeded", "success", "completed", "failed", "error", "cancelled")
-DEFAULT_TIMEOUT_S = 120.0   # read/write/pool, per request (a long generation streams within it)
-CONNECT_TIMEOUT_S = 5.0
 
 
 def _timeout_seconds(timeout: Any) -> tuple[float | None, float]:
@@ -117,32 +132,6 @@ def _convert_openai_error(err: Exception, url: str) -> PersonaSteerError:
     return PersonaSteerError(str(err))
 
 
-def _check_weight(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise PersonaSteerError(f"{name} must be a number, got {value!r}", param=name)
-    if not math.isfinite(float(value)):
-        raise PersonaSteerError(f"{name} must be finite, got {value}", param=name)
-    return float(value)
-
-
-def steering_fields(persona: str | None = None, *, blend: Mapping[str, float] | None = None,
-                    traits: Mapping[str, float] | None = None, strength: float | None = None,
-                    safety: bool | None = None) -> dict[str, Any]:
-    """The extra body fields the server reads (only the ones that were given)."""
-    body: dict[str, Any] = {}
-    if persona:
-        body["persona"] = persona
-    if blend:
-        body["blend"] = {str(k): _check_weight(f"blend.{k}", v) for k, v in blend.items()}
-    if traits:
-        body["traits"] = {str(k): _check_weight(f"traits.{k}", v) for k, v in traits.items()}
-    if strength is not None:
-        body["strength"] = _check_weight("strength", strength)
-    if safety is not None:
-        body["safety"] = bool(safety)
-    return body
-
-
 @dataclass
 class ChatDelta:
     """One streamed piece: answer text and/or thinking text; the last has finish_reason."""
@@ -155,60 +144,69 @@ class ChatDelta:
 
 @dataclass
 class Job:
+    """A job record as the server answers it (server/jobs.py): `status` is one of
+    persona_steer.job_states; `progress` the last {stage, done, total, message} event."""
     id: str
     status: str
-    progress: float | None = None
-    message: str = ""
+    progress: float | None = None      # done / total of the last progress event
+    message: str = ""                  # its stage and message
     error: str | None = None
     raw: dict = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
-        return self.status in FINISHED_JOB_STATES
+        return self.status in TERMINAL
 
     @property
     def failed(self) -> bool:
-        return self.status in ("failed", "error", "cancelled")
+        return self.status in UNSUCCESSFUL
 
     @classmethod
     def from_dict(cls, d: dict) -> "Job":
-        job = d.get("job", d) if isinstance(d, dict) else {}
-        err = job.get("error")
-        if isinstance(err, dict):
-            err = err.get("message")
-        prog = job.get("progress")
-        message = str(job.get("message") or job.get("stage") or "")
-        fraction = None
-        if isinstance(prog, (int, float)) and not isinstance(prog, bool):
-            fraction = float(prog)
-        elif isinstance(prog, dict):     # the server's {"stage", "done", "total", "message"}
-            done, total = prog.get("done"), prog.get("total")
-            if isinstance(done, (int, float)) and isinstance(total, (int, float)) and total > 0:
-                fraction = min(1.0, float(done) / float(total))
-            message = " · ".join(str(x) for x in (prog.get("stage"), prog.get("message")) if x) \
-                or message
-        return cls(id=str(job.get("id") or job.get("job_id") or ""),
-                   status=str(job.get("status") or job.get("state") or "unknown"),
-                   progress=fraction, message=message, error=err, raw=job)
+        """From a job record, or from {"job": record} (what POST /api/personas and /api/traits
+        answer)."""
+        rec = d["job"] if isinstance(d.get("job"), dict) else d
+        prog = rec.get("progress") or {}
+        done, total = prog.get("done"), prog.get("total")
+        fraction = min(1.0, done / total) if isinstance(done, (int, float)) \
+            and isinstance(total, (int, float)) and total > 0 else None
+        message = " · ".join(str(prog[k]) for k in ("stage", "message") if prog.get(k))
+        return cls(id=str(rec.get("id", "")), status=str(rec.get("status", "unknown")),
+                   progress=fraction, message=message, error=rec.get("error"), raw=rec)
+
+class _SSEParser:
+    """Turns an SSE stream's lines into dicts (`data:` JSON, non-JSON data wrapped), one line at
+    a time, so the sync and the async transport share it."""
+
+    def __init__(self) -> None:
+        self.data: list[str] = []
+        self.event: str | None = None
+
+    def feed(self, line: str) -> dict | None:
+        """The event this line completes, else None."""
+        if line == "":
+            return self.flush()
+        if line.startswith("data:"):
+            self.data.append(line[5:].lstrip(" "))
+        elif line.startswith("event:"):
+            self.event = line[6:].strip()
+        return None             # comments (":") and other fields
+
+    def flush(self) -> dict | None:
+        out = _sse_event(self.event, "\n".join(self.data)) if self.data else None
+        self.data, self.event = [], None
+        return out
 
 
 def _iter_sse(lines: Iterator[str]) -> Iterator[dict]:
-    """Parse `data:` lines of an SSE stream into dicts (non-JSON data is wrapped)."""
-    data: list[str] = []
-    event = None
+    parser = _SSEParser()
     for line in lines:
-        if line == "":
-            if data:
-                yield _sse_event(event, "\n".join(data))
-            data, event = [], None
-        elif line.startswith(":"):
-            continue
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip(" "))
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-    if data:
-        yield _sse_event(event, "\n".join(data))
+        event = parser.feed(line)
+        if event is not None:
+            yield event
+    event = parser.flush()
+    if event is not None:
+        yield event
 
 
 def _sse_event(event: str | None, data: str) -> dict:
@@ -229,8 +227,7 @@ def _delta_from_chunk(chunk: Any) -> ChatDelta:
         delta = getattr(choice, "delta", None)
         if delta is not None:
             out.content += getattr(delta, "content", None) or ""
-            out.reasoning += (getattr(delta, "reasoning_content", None)
-                              or getattr(delta, "reasoning", None) or "")
+            out.reasoning += getattr(delta, "reasoning_content", None) or ""
         elif getattr(choice, "text", None):  # completions stream
             out.content += choice.text
         if choice.finish_reason:
@@ -248,7 +245,325 @@ def _messages(messages: str | Sequence[Mapping[str, Any]], system: str | None) -
     return msgs
 
 
-class _Base:
+def _given(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments that were given (None leaves a field to the server's default)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _steering_body(steering: SteeringRequest | Mapping[str, Any] | None,
+                   options: dict[str, Any]) -> dict[str, Any]:
+    """The body's steering fields, from `steering` or from the keyword form (persona=...,
+    traits=..., taken out of `options`), not both."""
+    keywords = {k: options.pop(k) for k in STEERING_KEYS if k in options}
+    if steering is None:
+        steering = SteeringRequest(**keywords)
+    elif keywords:
+        raise PersonaSteerError(f"give steering= or the keywords {', '.join(sorted(keywords))}, "
+                                f"not both", param="steering")
+    elif isinstance(steering, Mapping):
+        unknown = sorted(set(steering) - set(STEERING_KEYS))
+        if unknown:
+            raise PersonaSteerError(f"unknown steering fields: {', '.join(unknown)} (known: "
+                                    f"{', '.join(STEERING_KEYS)})", param="steering")
+        steering = SteeringRequest(**steering)
+    elif not isinstance(steering, SteeringRequest):
+        raise PersonaSteerError(f"steering must be a SteeringRequest, got "
+                                f"{type(steering).__name__}", param="steering")
+    try:
+        return steering.body()
+    except SteeringSpecError as err:
+        raise PersonaSteerError(str(err), param=err.param) from None
+
+
+def _collection(kind: str) -> str:
+    if kind not in _KIND_PATH:
+        raise PersonaSteerError(f"kind must be 'persona' or 'trait', got {kind!r}", param="kind")
+    return _KIND_PATH[kind]
+
+
+def _vector_path(kind: str, name: str, suffix: str = "") -> str:
+    return f"/api/{_collection(kind)}/{name}{suffix}"
+
+
+def _pick_model(models: list[dict]) -> str:
+    """The base model's id (the others are `persona:<name>`)."""
+    ids = [m["id"] for m in models]
+    base = [i for i in ids if not i.startswith(PERSONA_MODEL_PREFIX)]
+    if not (base or ids):
+        raise PersonaSteerError("the server lists no models")
+    return (base or ids)[0]
+
+
+def _json_of(resp: httpx.Response) -> Any:
+    if not resp.content:
+        return {}
+    try:
+        return resp.json()
+    except ValueError:
+        raise PersonaSteerError(f"{resp.request.url.path} answered non-JSON: {resp.text[:200]!r}",
+                                resp.status_code) from None
+
+
+def _content_of(resp: httpx.Response) -> bytes:
+    return resp.content
+
+
+# --- calls: what a method asks its client to send ---------------------------------------------
+@dataclass
+class _Http:
+    """One REST request; `read` turns the answer into the method's result. With events=True
+    the answer is an SSE stream and the result an iterator of `read(event dict)`."""
+    method: str
+    path: str
+    kw: dict = field(default_factory=dict)
+    read: Callable[[Any], Any] = _json_of
+    events: bool = False
+
+
+@dataclass
+class _OpenAI:
+    """One openai SDK call on "chat" (chat.completions) or "completions"; a stream's result is
+    an iterator of ChatDelta."""
+    endpoint: str
+    kw: dict
+
+
+@dataclass
+class _Follow:
+    """Read an event stream, handing each item to `on_item`, until `until(item)`; the result
+    is the last item (None when the stream was empty)."""
+    source: _Http
+    until: Callable[[Any], bool]
+    on_item: Callable[[Any], None] | None = None
+
+
+Spec = Generator[Any, Any, Any]   # a method: yields calls, receives their results, returns
+
+
+def _streams(spec: Callable[..., Spec]) -> Callable[..., Spec]:
+    """Marks a method whose result is a stream: the sync client's method is then a generator
+    and the async client's an async generator (iterate it; nothing to await)."""
+    spec.streams = True
+    return spec
+
+
+class _Methods:
+    """Every client method, once, as a generator of calls (see the module's docstring). Public
+    names become PersonaSteerClient's methods and AsyncPersonaSteerClient's coroutines."""
+    _model: str | None
+
+    # --- status ------------------------------------------------------------------------------
+    def health(self) -> Spec:
+        return (yield _Http("GET", "/health"))
+
+    def status(self) -> Spec:
+        return (yield _Http("GET", "/api/status"))
+
+    def models(self) -> Spec:
+        return (yield _Http("GET", "/v1/models"))["data"]
+
+    def default_model(self) -> Spec:
+        """The base model's id (asked once, then remembered)."""
+        if self._model is None:
+            self._model = _pick_model((yield from _Methods.models(self)))
+        return self._model
+
+    def set_steering_scale(self, scale: float) -> Spec:
+        body = _steering_body(SteeringRequest(scale=scale), {})
+        return (yield _Http("POST", "/api/steering-scale", {"json": {"scale": body["scale"]}}))
+
+    def similarity(self, layer: int | None = None, kind: str | None = None) -> Spec:
+        params = _given({"layer": layer, "kind": kind})
+        return (yield _Http("GET", "/api/vectors/similarity", {"params": params}))
+
+    def equalize(self, names: Sequence[str], kind: str = "persona") -> Spec:
+        """Rescale the named vectors on the server so each has the set's mean norm per layer;
+        returns {"kind", "names", "factors": {name: {layer: factor}}}."""
+        return (yield _Http("POST", "/api/vectors/equalize",
+                            {"json": {"names": list(names), "kind": kind}}))
+
+    # --- personas / traits -------------------------------------------------------------------
+    def list_vectors(self, kind: str) -> Spec:
+        collection = _collection(kind)
+        return (yield _Http("GET", f"/api/{collection}"))[collection]
+
+    def list_personas(self) -> Spec:
+        return (yield from _Methods.list_vectors(self, "persona"))
+
+    def list_traits(self) -> Spec:
+        return (yield from _Methods.list_vectors(self, "trait"))
+
+    def get_vector(self, kind: str, name: str) -> Spec:
+        return (yield _Http("GET", _vector_path(kind, name)))
+
+    def delete_vector(self, kind: str, name: str) -> Spec:
+        return (yield _Http("DELETE", _vector_path(kind, name)))
+
+    def load_vector(self, kind: str, name: str) -> Spec:
+        return (yield _Http("POST", _vector_path(kind, name, "/load")))
+
+    def unload_vector(self, kind: str, name: str) -> Spec:
+        return (yield _Http("POST", _vector_path(kind, name, "/unload")))
+
+    def download_vector(self, kind: str, name: str,
+                        dest: str | os.PathLike | None = None) -> Spec:
+        """The vector's safetensors bytes (also written to `dest` when given)."""
+        data = yield _Http("GET", _vector_path(kind, name, "/vector"), read=_content_of)
+        if dest is not None:
+            Path(dest).write_bytes(data)
+        return data
+
+    def upload_vector(self, kind: str, name: str, data: bytes | str | os.PathLike) -> Spec:
+        """Store safetensors bytes (or a file's) as the named vector."""
+        if not isinstance(data, (bytes, bytearray)):
+            data = Path(data).read_bytes()
+        return (yield _Http("PUT", _vector_path(kind, name, "/vector"),
+                            {"content": bytes(data),
+                             "headers": {"Content-Type": "application/octet-stream"}}))
+
+    def create_persona(self, name: str, *, description: str | None = None,
+                       archetype: str | None = None) -> Spec:
+        if bool(description) == bool(archetype):
+            raise PersonaSteerError("give exactly one of description or archetype")
+        body = {"name": name, "description": description} if description else \
+            {"name": name, "archetype": archetype}
+        return Job.from_dict((yield _Http("POST", "/api/personas", {"json": body})))
+
+    def create_trait(self, word: str, opposite: str, name: str | None = None) -> Spec:
+        body = {"word": word, "opposite": opposite, **({"name": name} if name else {})}
+        return Job.from_dict((yield _Http("POST", "/api/traits", {"json": body})))
+
+    # --- jobs --------------------------------------------------------------------------------
+    def job(self, job_id: str) -> Spec:
+        return Job.from_dict((yield _Http("GET", f"/api/jobs/{job_id}")))
+
+    def jobs(self) -> Spec:
+        return [Job.from_dict(j) for j in (yield _Http("GET", "/api/jobs"))["jobs"]]
+
+    def cancel_job(self, job_id: str) -> Spec:
+        return Job.from_dict((yield _Http("DELETE", f"/api/jobs/{job_id}")))
+
+    def _job_events(self, job_id: str, read: Callable[[dict], Any] = lambda e: e) -> _Http:
+        # no read timeout: a job's stream is quiet between stages (the server pings every 15 s)
+        return _Http("GET", f"/api/jobs/{job_id}/events", read=read, events=True,
+                     kw={"timeout": httpx.Timeout(None, connect=self.connect_timeout_s)})
+
+    @_streams
+    def job_events(self, job_id: str) -> Spec:
+        """The job's SSE events (each the job record, `event` its status or "progress") as
+        dicts, until the server closes the stream when the job ends."""
+        return (yield self._job_events(job_id))
+
+    def wait_job(self, job_id: str, on_event: Callable[[Job], None] | None = None) -> Spec:
+        """Follow the job's event stream until it finishes; returns the final state."""
+        last = yield _Follow(self._job_events(job_id, lambda e: Job.from_dict(e)),
+                             until=lambda job: job.finished, on_item=on_event)
+        final = yield from _Methods.job(self, job_id)
+        return final if final.finished or last is None else last
+
+    # --- generation --------------------------------------------------------------------------
+    def _chat_call(self, messages: str | Sequence[Mapping[str, Any]],
+                   steering: SteeringRequest | Mapping[str, Any] | None, model: str | None,
+                   system: str | None, thinking: bool | None, stream: bool,
+                   options: dict[str, Any]) -> Spec:
+        body = _steering_body(steering, options)
+        if thinking is not None:
+            body["chat_template_kwargs"] = {"enable_thinking": bool(thinking)}
+        kw: dict[str, Any] = {"model": model or (yield from _Methods.default_model(self)),
+                              "messages": _messages(messages, system), "stream": stream}
+        if stream:
+            kw["stream_options"] = {"include_usage": True}
+        return _OpenAI("chat", _with_body(kw, body, options))
+
+    def chat(self, messages: str | Sequence[Mapping[str, Any]],
+             steering: SteeringRequest | Mapping[str, Any] | None = None, *,
+             model: str | None = None, system: str | None = None, thinking: bool | None = None,
+             **options: Any) -> Spec:
+        """Non-streaming chat completion (the openai SDK's ChatCompletion; `.steering` echoes
+        the steering applied). `steering`: a SteeringRequest, or its fields as keywords
+        (persona=, strength=, blend=, traits=, scale=, safety=). `thinking`: the chat
+        template's enable_thinking. Other keywords are OpenAI fields (max_tokens, temperature,
+        seed, presence_penalty, ...); None leaves one out."""
+        return (yield (yield from self._chat_call(messages, steering, model, system, thinking,
+                                                  False, options)))
+
+    def chat_text(self, messages: str | Sequence[Mapping[str, Any]],
+                  steering: SteeringRequest | Mapping[str, Any] | None = None,
+                  **options: Any) -> Spec:
+        """chat()'s answer text."""
+        resp = yield from _Methods.chat(self, messages, steering, **options)
+        return resp.choices[0].message.content or ""
+
+    @_streams
+    def chat_stream(self, messages: str | Sequence[Mapping[str, Any]],
+                    steering: SteeringRequest | Mapping[str, Any] | None = None, *,
+                    model: str | None = None, system: str | None = None,
+                    thinking: bool | None = None, **options: Any) -> Spec:
+        """Streaming chat (chat()'s arguments): ChatDelta pieces as the server sends them."""
+        return (yield (yield from self._chat_call(messages, steering, model, system, thinking,
+                                                  True, options)))
+
+    def complete(self, prompt: str, steering: SteeringRequest | Mapping[str, Any] | None = None,
+                 *, model: str | None = None, stream: bool = False, **options: Any) -> Spec:
+        """Raw-prompt completion (/v1/completions); with stream=True an iterator of ChatDelta
+        (the async client's: an async iterator)."""
+        body = _steering_body(steering, options)
+        kw = {"model": model or (yield from _Methods.default_model(self)), "prompt": prompt,
+              "stream": stream}
+        return (yield _OpenAI("completions", _with_body(kw, body, options)))
+
+
+def _with_body(kw: dict[str, Any], body: dict[str, Any], options: dict[str, Any]) -> dict:
+    """The SDK call's arguments: `kw`, the given OpenAI fields, and the steering fields in
+    extra_body (joined with one the caller passed)."""
+    out = {**kw, **_given(options)}
+    extra = {**(out.get("extra_body") or {}), **body}
+    out["extra_body"] = extra or None
+    return out
+
+
+# --- the two clients: one sends the calls with blocking I/O, the other with asyncio ------------
+def _sync_method(spec: Callable[..., Spec]) -> Callable:
+    if getattr(spec, "streams", False):
+        @functools.wraps(spec)
+        def stream_method(self, *args, **kwargs) -> Iterator:
+            yield from self._run(spec(self, *args, **kwargs))   # lazy, like the stream itself
+        return stream_method
+
+    @functools.wraps(spec)
+    def method(self, *args, **kwargs):
+        return self._run(spec(self, *args, **kwargs))
+    return method
+
+
+def _async_method(spec: Callable[..., Spec]) -> Callable:
+    if getattr(spec, "streams", False):
+        @functools.wraps(spec)
+        async def stream_method(self, *args, **kwargs) -> AsyncIterator:
+            async for item in await self._run(spec(self, *args, **kwargs)):
+                yield item
+        return stream_method
+
+    @functools.wraps(spec)
+    async def method(self, *args, **kwargs):
+        return await self._run(spec(self, *args, **kwargs))
+    return method
+
+
+def _bind(make: Callable[[Callable[..., Spec]], Callable]):
+    """Class decorator: every public method of _Methods, made by `make`."""
+    def bind(cls):
+        for name, spec in vars(_Methods).items():
+            if not name.startswith("_") and inspect.isgeneratorfunction(spec):
+                method = make(spec)
+                method.__signature__ = inspect.signature(spec).replace(
+                    return_annotation=inspect.Signature.empty)
+                setattr(cls, name, method)
+        return cls
+    return bind
+
+
+class _Base(_Methods):
     def __init__(self, base_url: str | None = None, api_key: str | None = None,
                  timeout: float | None = None):
         if base_url is None:
@@ -263,7 +578,8 @@ class _Base:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.read_timeout_s, self.connect_timeout_s = _timeout_seconds(timeout)
-        self._model: str | None = None
+        self._model = None
+        self._openai_client = None
 
     @property
     def _headers(self) -> dict[str, str]:
@@ -280,41 +596,19 @@ class _Base:
         return dict(base_url=self.base_url + "/v1", api_key=self.api_key or "none",
                     timeout=timeout, max_retries=0)
 
-    @staticmethod
-    def _vector_path(kind: str, name: str, suffix: str = "") -> str:
-        if kind not in _KIND_PATH:
-            raise PersonaSteerError(f"kind must be 'persona' or 'trait', got {kind!r}", param="kind")
-        return f"/api/{_KIND_PATH[kind]}/{name}{suffix}"
+    def _create(self, call: _OpenAI):
+        """The SDK's create() for the call's endpoint."""
+        api = self.openai.chat.completions if call.endpoint == "chat" else self.openai.completions
+        return api.create
 
-    @staticmethod
-    def _chat_kwargs(model: str, messages: list[dict], stream: bool, steering: dict,
-                     max_tokens: int | None, temperature: float | None, seed: int | None,
-                     thinking: bool | None, extra: dict) -> dict:
-        body = dict(steering)
-        if thinking is not None:
-            body["chat_template_kwargs"] = {"enable_thinking": bool(thinking)}
-        kw: dict[str, Any] = {"model": model, "messages": messages, "stream": stream,
-                              "extra_body": body or None}
-        if max_tokens is not None:
-            kw["max_tokens"] = max_tokens
-        if temperature is not None:
-            kw["temperature"] = temperature
-        if seed is not None:
-            kw["seed"] = seed
-        if stream:
-            kw["stream_options"] = {"include_usage": True}
-        kw.update(extra)
-        return kw
+    def _unreachable(self, err: Exception) -> ServerUnreachable:
+        return ServerUnreachable(self.base_url, type(err).__name__)
 
-    @staticmethod
-    def _pick_model(models: list[dict]) -> str:
-        ids = [m.get("id") for m in models if isinstance(m, dict) and m.get("id")]
-        base = [i for i in ids if not str(i).startswith(("persona:", "persona/"))]
-        if not (base or ids):
-            raise PersonaSteerError("the server lists no models")
-        return (base or ids)[0]
+    def _failed(self, path: str, err: Exception) -> PersonaSteerError:
+        return PersonaSteerError(f"request to {self.base_url}{path} failed: {err}")
 
 
+@_bind(_sync_method)
 class PersonaSteerClient(_Base):
     """Synchronous client. Use as a context manager or call close()."""
 
@@ -323,7 +617,6 @@ class PersonaSteerClient(_Base):
         super().__init__(base_url, api_key, timeout)
         self.http = httpx.Client(base_url=self.base_url, headers=self._headers,
                                  timeout=self._httpx_timeout)
-        self._openai_client = None
 
     @property
     def openai(self):
@@ -343,205 +636,60 @@ class PersonaSteerClient(_Base):
         if self._openai_client is not None:
             self._openai_client.close()
 
-    # --- plumbing ----------------------------------------------------------------------
     def request(self, method: str, path: str, **kw) -> httpx.Response:
+        """One REST request; an error status raises PersonaSteerError."""
         try:
             resp = self.http.request(method, path, **kw)
         except (httpx.ConnectError, httpx.ConnectTimeout) as err:
-            raise ServerUnreachable(self.base_url, type(err).__name__) from None
+            raise self._unreachable(err) from None
         except httpx.HTTPError as err:
-            raise PersonaSteerError(f"request to {self.base_url}{path} failed: {err}") from None
+            raise self._failed(path, err) from None
         if resp.status_code >= 400:
             raise _error_from_response(resp)
         return resp
 
-    def _json(self, method: str, path: str, **kw) -> Any:
-        resp = self.request(method, path, **kw)
-        if not resp.content:
-            return {}
+    def _run(self, spec: Spec) -> Any:
+        result = None
+        while True:
+            try:
+                call = spec.send(result)
+            except StopIteration as done:
+                return done.value
+            result = self._send(call)
+
+    def _send(self, call: _Http | _OpenAI | _Follow) -> Any:
+        if isinstance(call, _Follow):
+            last = None
+            with contextlib.closing(self._send(call.source)) as items:   # closes the stream
+                for item in items:
+                    last = item
+                    if call.on_item is not None:
+                        call.on_item(item)
+                    if call.until(item):
+                        break
+            return last
+        if isinstance(call, _OpenAI):
+            try:
+                result = self._create(call)(**call.kw)
+            except _openai().OpenAIError as err:
+                raise _convert_openai_error(err, self.base_url) from None
+            return self._deltas(result) if call.kw["stream"] else result
+        if call.events:
+            return self._events(call)
+        return call.read(self.request(call.method, call.path, **call.kw))
+
+    def _events(self, call: _Http) -> Iterator[Any]:
         try:
-            return resp.json()
-        except ValueError:
-            raise PersonaSteerError(f"{path} answered non-JSON: {resp.text[:200]!r}",
-                                    resp.status_code) from None
-
-    # --- status --------------------------------------------------------------------------
-    def health(self) -> dict:
-        return self._json("GET", "/health")
-
-    def status(self) -> dict:
-        return self._json("GET", "/api/status")
-
-    def models(self) -> list[dict]:
-        data = self._json("GET", "/v1/models")
-        return data.get("data", []) if isinstance(data, dict) else data
-
-    def default_model(self) -> str:
-        if self._model is None:
-            self._model = self._pick_model(self.models())
-        return self._model
-
-    def set_steering_scale(self, scale: float) -> dict:
-        return self._json("POST", "/api/steering-scale", json={"scale": _check_weight("scale", scale)})
-
-    def similarity(self, layer: int | None = None, kind: str | None = None) -> dict:
-        params = {k: v for k, v in (("layer", layer), ("kind", kind)) if v is not None}
-        return self._json("GET", "/api/vectors/similarity", params=params)
-
-    def equalize(self, names: Sequence[str], kind: str = "persona") -> dict:
-        """Rescale the named vectors on the server so each has the set's mean norm per layer;
-        returns {"kind", "names", "factors": {name: {layer: factor}}}."""
-        return self._json("POST", "/api/vectors/equalize", json={"names": list(names), "kind": kind})
-
-    # --- personas / traits ---------------------------------------------------------------
-    def list_vectors(self, kind: str) -> list[dict]:
-        data = self._json("GET", f"/api/{_KIND_PATH.get(kind, kind)}")
-        if isinstance(data, dict):
-            for key in (_KIND_PATH.get(kind, kind), "data", "items"):
-                if isinstance(data.get(key), list):
-                    return data[key]
-        return data if isinstance(data, list) else []
-
-    def list_personas(self) -> list[dict]:
-        return self.list_vectors("persona")
-
-    def list_traits(self) -> list[dict]:
-        return self.list_vectors("trait")
-
-    def get_vector(self, kind: str, name: str) -> dict:
-        return self._json("GET", self._vector_path(kind, name))
-
-    def delete_vector(self, kind: str, name: str) -> dict:
-        return self._json("DELETE", self._vector_path(kind, name))
-
-    def load_vector(self, kind: str, name: str) -> dict:
-        return self._json("POST", self._vector_path(kind, name, "/load"))
-
-    def unload_vector(self, kind: str, name: str) -> dict:
-        return self._json("POST", self._vector_path(kind, name, "/unload"))
-
-    def download_vector(self, kind: str, name: str, dest: str | os.PathLike | None = None) -> bytes:
-        data = self.request("GET", self._vector_path(kind, name, "/vector")).content
-        if dest is not None:
-            Path(dest).write_bytes(data)
-        return data
-
-    def upload_vector(self, kind: str, name: str, data: bytes | str | os.PathLike) -> dict:
-        if not isinstance(data, (bytes, bytearray)):
-            data = Path(data).read_bytes()
-        return self._json("PUT", self._vector_path(kind, name, "/vector"), content=bytes(data),
-                          headers={"Content-Type": "application/octet-stream"})
-
-    def create_persona(self, name: str, *, description: str | None = None,
-                       archetype: str | None = None) -> Job:
-        if bool(description) == bool(archetype):
-            raise PersonaSteerError("give exactly one of description or archetype")
-        body = {"name": name, "description": description} if description else \
-            {"name": name, "archetype": archetype}
-        return Job.from_dict(self._json("POST", "/api/personas", json=body))
-
-    def create_trait(self, word: str, opposite: str, name: str | None = None) -> Job:
-        body = {"word": word, "opposite": opposite}
-        if name:
-            body["name"] = name
-        return Job.from_dict(self._json("POST", "/api/traits", json=body))
-
-    # --- jobs ------------------------------------------------------------------------------
-    def job(self, job_id: str) -> Job:
-        return Job.from_dict(self._json("GET", f"/api/jobs/{job_id}"))
-
-    def jobs(self) -> list[Job]:
-        data = self._json("GET", "/api/jobs")
-        return [Job.from_dict(j) for j in (data.get("jobs", []) if isinstance(data, dict) else data)]
-
-    def cancel_job(self, job_id: str) -> Job:
-        return Job.from_dict(self._json("DELETE", f"/api/jobs/{job_id}"))
-
-    def job_events(self, job_id: str) -> Iterator[dict]:
-        """The job's SSE progress events as dicts, until the server closes the stream."""
-        try:
-            with self.http.stream("GET", f"/api/jobs/{job_id}/events",
-                                  timeout=httpx.Timeout(None, connect=self.connect_timeout_s)) as resp:
+            with self.http.stream(call.method, call.path, **call.kw) as resp:
                 if resp.status_code >= 400:
                     resp.read()
                     raise _error_from_response(resp)
-                yield from _iter_sse(resp.iter_lines())
+                for event in _iter_sse(resp.iter_lines()):
+                    yield call.read(event)
         except (httpx.ConnectError, httpx.ConnectTimeout) as err:
-            raise ServerUnreachable(self.base_url, type(err).__name__) from None
+            raise self._unreachable(err) from None
 
-    def wait_job(self, job_id: str, on_event: Callable[[Job], None] | None = None) -> Job:
-        """Follow the job's event stream until it finishes; returns the final state."""
-        last = None
-        for event in self.job_events(job_id):
-            last = Job.from_dict({**event, "id": event.get("id", job_id)})
-            if on_event:
-                on_event(last)
-            if last.finished:
-                break
-        final = self.job(job_id)
-        return final if final.finished or last is None else last
-
-    # --- generation ------------------------------------------------------------------------
-    def chat(self, messages: str | Sequence[Mapping[str, Any]], *, model: str | None = None,
-             persona: str | None = None, blend: Mapping[str, float] | None = None,
-             traits: Mapping[str, float] | None = None, strength: float | None = None,
-             safety: bool | None = None, system: str | None = None, max_tokens: int | None = None,
-             temperature: float | None = None, seed: int | None = None,
-             thinking: bool | None = None, **extra) -> Any:
-        """Non-streaming chat completion (the openai SDK's ChatCompletion; `.steering` echoes)."""
-        kw = self._chat_kwargs(model or self.default_model(), _messages(messages, system), False,
-                               steering_fields(persona, blend=blend, traits=traits,
-                                               strength=strength, safety=safety),
-                               max_tokens, temperature, seed, thinking, extra)
-        try:
-            return self.openai.chat.completions.create(**kw)
-        except _openai().OpenAIError as err:
-            raise _convert_openai_error(err, self.base_url) from None
-
-    def chat_text(self, messages: str | Sequence[Mapping[str, Any]], **kw) -> str:
-        return self.chat(messages, **kw).choices[0].message.content or ""
-
-    def chat_stream(self, messages: str | Sequence[Mapping[str, Any]], *, model: str | None = None,
-                    persona: str | None = None, blend: Mapping[str, float] | None = None,
-                    traits: Mapping[str, float] | None = None, strength: float | None = None,
-                    safety: bool | None = None, system: str | None = None,
-                    max_tokens: int | None = None, temperature: float | None = None,
-                    seed: int | None = None, thinking: bool | None = None,
-                    **extra) -> Iterator[ChatDelta]:
-        """Streaming chat: yields ChatDelta pieces as the server sends them."""
-        kw = self._chat_kwargs(model or self.default_model(), _messages(messages, system), True,
-                               steering_fields(persona, blend=blend, traits=traits,
-                                               strength=strength, safety=safety),
-                               max_tokens, temperature, seed, thinking, extra)
-        try:
-            stream = self.openai.chat.completions.create(**kw)
-            with stream:
-                for chunk in stream:
-                    yield _delta_from_chunk(chunk)
-        except _openai().OpenAIError as err:
-            raise _convert_openai_error(err, self.base_url) from None
-
-    def complete(self, prompt: str, *, model: str | None = None, stream: bool = False,
-                 persona: str | None = None, blend: Mapping[str, float] | None = None,
-                 traits: Mapping[str, float] | None = None, strength: float | None = None,
-                 safety: bool | None = None, max_tokens: int | None = None,
-                 temperature: float | None = None, seed: int | None = None, **extra) -> Any:
-        """Raw-prompt completion (/v1/completions); with stream=True an iterator of ChatDelta."""
-        body = steering_fields(persona, blend=blend, traits=traits, strength=strength, safety=safety)
-        kw: dict[str, Any] = {"model": model or self.default_model(), "prompt": prompt,
-                              "stream": stream, "extra_body": body or None, **extra}
-        for k, v in (("max_tokens", max_tokens), ("temperature", temperature), ("seed", seed)):
-            if v is not None:
-                kw[k] = v
-        try:
-            result = self.openai.completions.create(**kw)
-        except _openai().OpenAIError as err:
-            raise _convert_openai_error(err, self.base_url) from None
-        if not stream:
-            return result
-        return self._wrap_stream(result)
-
-    def _wrap_stream(self, stream) -> Iterator[ChatDelta]:
+    def _deltas(self, stream) -> Iterator[ChatDelta]:
         try:
             with stream:
                 for chunk in stream:
@@ -550,20 +698,20 @@ class PersonaSteerClient(_Base):
             raise _convert_openai_error(err, self.base_url) from None
 
 
+@_bind(_async_method)
 class AsyncPersonaSteerClient(_Base):
-    """asyncio client with PersonaSteerClient's methods (awaitable / async iterators), except the
-    sync conveniences chat_text, list_personas/list_traits, similarity, jobs, job_events and
-    wait_job."""
+    """asyncio client: PersonaSteerClient's methods as coroutines; the streams (chat_stream,
+    job_events) are async iterators. Use as an async context manager or await aclose()."""
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None,
                  timeout: float | None = None):
         super().__init__(base_url, api_key, timeout)
         self.http = httpx.AsyncClient(base_url=self.base_url, headers=self._headers,
                                       timeout=self._httpx_timeout)
-        self._openai_client = None
 
     @property
     def openai(self):
+        """The official openai SDK's AsyncOpenAI pointed at this server's /v1."""
         if self._openai_client is None:
             self._openai_client = _openai().AsyncOpenAI(**self._openai_kwargs())
         return self._openai_client
@@ -580,131 +728,68 @@ class AsyncPersonaSteerClient(_Base):
             await self._openai_client.close()
 
     async def request(self, method: str, path: str, **kw) -> httpx.Response:
+        """One REST request; an error status raises PersonaSteerError."""
         try:
             resp = await self.http.request(method, path, **kw)
         except (httpx.ConnectError, httpx.ConnectTimeout) as err:
-            raise ServerUnreachable(self.base_url, type(err).__name__) from None
+            raise self._unreachable(err) from None
         except httpx.HTTPError as err:
-            raise PersonaSteerError(f"request to {self.base_url}{path} failed: {err}") from None
+            raise self._failed(path, err) from None
         if resp.status_code >= 400:
             raise _error_from_response(resp)
         return resp
 
-    async def _json(self, method: str, path: str, **kw) -> Any:
-        resp = await self.request(method, path, **kw)
-        return resp.json() if resp.content else {}
+    async def _run(self, spec: Spec) -> Any:
+        result = None
+        while True:
+            try:
+                call = spec.send(result)
+            except StopIteration as done:
+                return done.value
+            result = await self._send(call)
 
-    async def health(self) -> dict:
-        return await self._json("GET", "/health")
+    async def _send(self, call: _Http | _OpenAI | _Follow) -> Any:
+        if isinstance(call, _Follow):
+            last = None
+            async with contextlib.aclosing(await self._send(call.source)) as items:
+                async for item in items:
+                    last = item
+                    if call.on_item is not None:
+                        call.on_item(item)
+                    if call.until(item):
+                        break
+            return last
+        if isinstance(call, _OpenAI):
+            try:
+                result = await self._create(call)(**call.kw)
+            except _openai().OpenAIError as err:
+                raise _convert_openai_error(err, self.base_url) from None
+            return self._deltas(result) if call.kw["stream"] else result
+        if call.events:
+            return self._events(call)
+        return call.read(await self.request(call.method, call.path, **call.kw))
 
-    async def status(self) -> dict:
-        return await self._json("GET", "/api/status")
-
-    async def models(self) -> list[dict]:
-        data = await self._json("GET", "/v1/models")
-        return data.get("data", []) if isinstance(data, dict) else data
-
-    async def default_model(self) -> str:
-        if self._model is None:
-            self._model = self._pick_model(await self.models())
-        return self._model
-
-    async def set_steering_scale(self, scale: float) -> dict:
-        return await self._json("POST", "/api/steering-scale",
-                                json={"scale": _check_weight("scale", scale)})
-
-    async def equalize(self, names: Sequence[str], kind: str = "persona") -> dict:
-        return await self._json("POST", "/api/vectors/equalize",
-                                json={"names": list(names), "kind": kind})
-
-    async def list_vectors(self, kind: str) -> list[dict]:
-        data = await self._json("GET", f"/api/{_KIND_PATH.get(kind, kind)}")
-        if isinstance(data, dict):
-            for key in (_KIND_PATH.get(kind, kind), "data", "items"):
-                if isinstance(data.get(key), list):
-                    return data[key]
-        return data if isinstance(data, list) else []
-
-    async def get_vector(self, kind: str, name: str) -> dict:
-        return await self._json("GET", self._vector_path(kind, name))
-
-    async def delete_vector(self, kind: str, name: str) -> dict:
-        return await self._json("DELETE", self._vector_path(kind, name))
-
-    async def load_vector(self, kind: str, name: str) -> dict:
-        return await self._json("POST", self._vector_path(kind, name, "/load"))
-
-    async def unload_vector(self, kind: str, name: str) -> dict:
-        return await self._json("POST", self._vector_path(kind, name, "/unload"))
-
-    async def download_vector(self, kind: str, name: str) -> bytes:
-        return (await self.request("GET", self._vector_path(kind, name, "/vector"))).content
-
-    async def upload_vector(self, kind: str, name: str, data: bytes) -> dict:
-        return await self._json("PUT", self._vector_path(kind, name, "/vector"), content=bytes(data),
-                                headers={"Content-Type": "application/octet-stream"})
-
-    async def create_trait(self, word: str, opposite: str, name: str | None = None) -> Job:
-        body = {"word": word, "opposite": opposite, **({"name": name} if name else {})}
-        return Job.from_dict(await self._json("POST", "/api/traits", json=body))
-
-    async def create_persona(self, name: str, *, description: str | None = None,
-                             archetype: str | None = None) -> Job:
-        if bool(description) == bool(archetype):
-            raise PersonaSteerError("give exactly one of description or archetype")
-        body = {"name": name, "description": description} if description else \
-            {"name": name, "archetype": archetype}
-        return Job.from_dict(await self._json("POST", "/api/personas", json=body))
-
-    async def cancel_job(self, job_id: str) -> Job:
-        return Job.from_dict(await self._json("DELETE", f"/api/jobs/{job_id}"))
-
-    async def job(self, job_id: str) -> Job:
-        return Job.from_dict(await self._json("GET", f"/api/jobs/{job_id}"))
-
-    async def chat(self, messages, *, model: str | None = None, persona: str | None = None,
-                   blend=None, traits=None, strength: float | None = None,
-                   safety: bool | None = None, system: str | None = None,
-                   max_tokens: int | None = None, temperature: float | None = None,
-                   seed: int | None = None, thinking: bool | None = None, **extra) -> Any:
-        kw = self._chat_kwargs(model or await self.default_model(), _messages(messages, system),
-                               False, steering_fields(persona, blend=blend, traits=traits,
-                                                      strength=strength, safety=safety),
-                               max_tokens, temperature, seed, thinking, extra)
+    async def _events(self, call: _Http) -> AsyncIterator[Any]:
+        parser = _SSEParser()
         try:
-            return await self.openai.chat.completions.create(**kw)
-        except _openai().OpenAIError as err:
-            raise _convert_openai_error(err, self.base_url) from None
+            async with self.http.stream(call.method, call.path, **call.kw) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise _error_from_response(resp)
+                async for line in resp.aiter_lines():
+                    event = parser.feed(line)
+                    if event is not None:
+                        yield call.read(event)
+                event = parser.flush()
+                if event is not None:
+                    yield call.read(event)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as err:
+            raise self._unreachable(err) from None
 
-    async def chat_stream(self, messages, *, model: str | None = None,
-                          persona: str | None = None, blend=None, traits=None,
-                          strength: float | None = None, safety: bool | None = None,
-                          system: str | None = None, max_tokens: int | None = None,
-                          temperature: float | None = None, seed: int | None = None,
-                          thinking: bool | None = None, **extra) -> AsyncIterator[ChatDelta]:
-        kw = self._chat_kwargs(model or await self.default_model(), _messages(messages, system),
-                               True, steering_fields(persona, blend=blend, traits=traits,
-                                                     strength=strength, safety=safety),
-                               max_tokens, temperature, seed, thinking, extra)
+    async def _deltas(self, stream) -> AsyncIterator[ChatDelta]:
         try:
-            stream = await self.openai.chat.completions.create(**kw)
             async with stream:
                 async for chunk in stream:
                     yield _delta_from_chunk(chunk)
-        except _openai().OpenAIError as err:
-            raise _convert_openai_error(err, self.base_url) from None
-
-    async def complete(self, prompt: str, *, model: str | None = None, persona: str | None = None,
-                       blend=None, traits=None, strength: float | None = None,
-                       safety: bool | None = None, max_tokens: int | None = None,
-                       temperature: float | None = None, seed: int | None = None, **extra) -> Any:
-        body = steering_fields(persona, blend=blend, traits=traits, strength=strength, safety=safety)
-        kw: dict[str, Any] = {"model": model or await self.default_model(), "prompt": prompt,
-                              "extra_body": body or None, **extra}
-        for k, v in (("max_tokens", max_tokens), ("temperature", temperature), ("seed", seed)):
-            if v is not None:
-                kw[k] = v
-        try:
-            return await self.openai.completions.create(**kw)
         except _openai().OpenAIError as err:
             raise _convert_openai_error(err, self.base_url) from None

@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from clients.cli_shared import decoding_from_args, format_status
-from clients.client import PersonaSteerClient, PersonaSteerError, ServerUnreachable
+from clients.client import PersonaSteerClient, PersonaSteerError, ServerUnreachable, \
+    SteeringRequest
 from persona_steer.cli import CLIError
 
 STRENGTH_RANGE = (0.0, 2.0)
@@ -47,10 +48,11 @@ class ChatState:
     safety: bool | None = None
     messages: list[dict] = field(default_factory=list)
 
-    def steering(self) -> dict[str, Any]:
-        return {"persona": self.persona, "strength": self.strength if self.persona else None,
-                "blend": dict(self.blend) or None, "traits": dict(self.traits) or None,
-                "safety": self.safety}
+    def steering(self) -> SteeringRequest:
+        return SteeringRequest(persona=self.persona,
+                               strength=self.strength if self.persona else None,
+                               blend=dict(self.blend) or None, traits=dict(self.traits) or None,
+                               safety=self.safety)
 
     def summary(self) -> str:
         parts = []
@@ -222,7 +224,7 @@ class Repl:
             if label:
                 self.console.print("model> ", style="bold green", end="", markup=False)
                 out.flush()
-            for piece in self.client.chat_stream(self.state.messages, **self.state.steering(),
+            for piece in self.client.chat_stream(self.state.messages, self.state.steering(),
                                                  **self.gen):
                 if not label and (piece.content or piece.reasoning):
                     self.console.print("model> ", style="bold green", end="", markup=False)
@@ -299,13 +301,13 @@ def _line_reader(interactive: bool, history_path, prompt: Callable[[], str]):
             yield line.rstrip("\n")
 
 
-def run_repl(client: PersonaSteerClient, steering: dict[str, Any], args) -> int:
+def run_repl(client: PersonaSteerClient, steering: SteeringRequest, args) -> int:
 
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     console = Console(highlight=False)
-    state = ChatState(persona=steering.get("persona"), strength=steering.get("strength"),
-                      blend=steering.get("blend") or {}, traits=steering.get("traits") or {},
-                      safety=steering.get("safety"))
+    state = ChatState(persona=steering.persona, strength=steering.strength,
+                      blend=dict(steering.blend or {}), traits=dict(steering.traits or {}),
+                      safety=steering.safety)
     if args.system:
         state.messages.append({"role": "system", "content": args.system})
     gen = decoding_from_args(args)

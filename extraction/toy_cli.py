@@ -28,6 +28,7 @@ def _train(args) -> int:
 
 def _eval(args) -> int:
     from persona_steer.config import load_config
+    from clients.client import PersonaSteerError
     from extraction.toy.eval import POSITIONS, ServerStoreMismatch, format_table, run_eval
 
     work = Path(args.out).resolve()
@@ -59,7 +60,7 @@ def _eval(args) -> int:
                           skip_extraction=args.skip_extraction, blend_scale=args.blend_scale,
                           equalize=not args.no_equalize, penalties=penalties,
                           log=lambda m: print(m, flush=True))
-    except ServerStoreMismatch as err:
+    except (ServerStoreMismatch, PersonaSteerError) as err:   # PersonaSteerError: --url's server
         raise CLIError(str(err)) from None
     print(format_table(report))
     print(json.dumps(report["checks"], indent=1))

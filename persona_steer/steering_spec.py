@@ -22,6 +22,8 @@ from typing import Any, Mapping
 
 from persona_steer.vector_format import AXIS_NAME, VectorFormatError, validate_name
 
+# a request's `model` may name a persona instead of the base model: "persona:<name>"
+PERSONA_MODEL_PREFIX = "persona:"
 FLAT_KEYS = ("steer_persona", "steer_strength", "steer_blend", "steer_traits", "steer_scale",
              "steer_safety")
 
@@ -77,6 +79,37 @@ class SteeringSpec:
         out = [(k, n) for k, n, _ in self.weighted()]
         if self.safety:
             out.append(("axis", AXIS_NAME))
+        return out
+
+
+@dataclass(frozen=True)
+class SteeringRequest:
+    """A request's steering as the API's body fields carry it, before the server applies its
+    config (default strength, default safety, current scale, the weight bound) with
+    `build_spec`: what a client sends. None leaves a field out (the server's default).
+    The server's schema (server/schemas.py SteeringFields) declares the same fields."""
+    persona: str | None = None
+    strength: float | None = None          # weight of `persona`
+    blend: Mapping[str, float] | None = None
+    traits: Mapping[str, float] | None = None
+    scale: float | None = None             # this request's steering scale
+    safety: bool | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The fields that were given, weights checked to be finite numbers (names and bounds
+        are the server's to check)."""
+        out: dict[str, Any] = {}
+        if self.persona:
+            out["persona"] = self.persona
+        for param in ("blend", "traits"):
+            pairs = getattr(self, param)
+            if pairs:
+                out[param] = {str(k): _weight(v, f"{param}.{k}", None) for k, v in pairs.items()}
+        for param in ("strength", "scale"):
+            if getattr(self, param) is not None:
+                out[param] = _weight(getattr(self, param), param, None)
+        if self.safety is not None:
+            out["safety"] = bool(self.safety)
         return out
 
 

@@ -25,10 +25,10 @@ from typing import Any, Optional
 
 from persona_steer.atomic import atomic_write_text
 from persona_steer.config import Settings, validate_data
+from persona_steer.job_states import TERMINAL
 
 log = logging.getLogger("persona_steer.server.jobs")
 
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 # kind -> (target "module:function", vector kind produced)
 JOB_KINDS: dict[str, tuple[str, str]] = {
@@ -250,7 +250,7 @@ class JobManager:
 
     # --- events ------------------------------------------------------------------------------
     def _publish(self, rec: dict, event: str) -> None:
-        snapshot = public(rec)
+        snapshot = job_view(rec)
         for q in self.subscribers.get(rec["id"], []):
             q.put_nowait((event, snapshot))
 
@@ -274,5 +274,6 @@ class JobManager:
             self._runner.cancel()
 
 
-def public(rec: dict) -> dict:
+def job_view(rec: dict) -> dict:
+    """The record as clients see it (every route and event): all but its event log."""
     return {k: v for k, v in rec.items() if k != "events"}

@@ -22,11 +22,11 @@ from persona_steer.store import VectorNotFound
 from persona_steer.vector_format import SteeringVector, VectorFormatError, validate_name
 
 from server import lifecycle
+from server.deps import get_state, ready_state
 from server.errors import APIError, error_body, to_api_error
 from server.generation import (chat_prompt, engine_prompt, finish, generate, max_tokens_for, new_id,
                                resolve_steering, sampling_params, usage)
 from server.openapi import BINARY, WITH_BODY, errors
-from server.routes_openai import get_state, ready_state
 from server.schemas import EqualizeRequest, NamePath, ScaleRequest, SimpleChatRequest
 from server.security import key_matches
 from server.state import ServerState
@@ -363,7 +363,7 @@ def ws_authorized(state: ServerState, ws: WebSocket) -> bool:
 async def ws_chat(ws: WebSocket):
     """Streaming chat over a WebSocket. Send {"message": ..., "persona": ..., ...} (the
     /api/chat body); receive start/delta/done events; send {"type": "stop"} to stop."""
-    state: ServerState = ws.app.state.ps
+    state = get_state(ws)
     await ws.accept()
     if not ws_authorized(state, ws):
         await ws.send_json({"type": "error", **error_body(

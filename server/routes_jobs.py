@@ -12,9 +12,9 @@ from sse_starlette.sse import EventSourceResponse
 
 from persona_steer.vector_format import VectorFormatError, validate_name
 
+from server.deps import get_state
 from server.errors import APIError
-from server.jobs import TERMINAL, public
-from server.routes_openai import get_state
+from server.jobs import TERMINAL, job_view
 from server.openapi import SSE, WITH_BODY, errors
 from server.schemas import PersonaCreate, TraitCreate
 
@@ -76,7 +76,7 @@ async def create_persona(body: PersonaCreate, request: Request):
     params = {"name": name, **({"description": desc} if desc else
                                {"archetype": body.archetype})}
     rec = jobs.submit("persona", params, name)
-    return JSONResponse({"job": public(rec)}, status_code=202,
+    return JSONResponse({"job": job_view(rec)}, status_code=202,
                         headers={"Location": f"/api/jobs/{rec['id']}"})
 
 
@@ -92,26 +92,26 @@ async def create_trait(body: TraitCreate, request: Request):
     name = _check_name(body.name or word.lower().replace(" ", "_"))
     _check_free(state, "trait", name)
     rec = jobs.submit("trait", {"word": word, "opposite": opposite, "name": name}, name)
-    return JSONResponse({"job": public(rec)}, status_code=202,
+    return JSONResponse({"job": job_view(rec)}, status_code=202,
                         headers={"Location": f"/api/jobs/{rec['id']}"})
 
 
 @router.get("/api/jobs")
 async def list_jobs(request: Request):
     _, jobs = _jobs(request)
-    return {"jobs": [public(r) for r in jobs.list()]}
+    return {"jobs": [job_view(r) for r in jobs.list()]}
 
 
 @router.get("/api/jobs/{job_id}", responses=errors(404))
 async def get_job(job_id: str, request: Request):
     _, jobs = _jobs(request)
-    return public(jobs.get(job_id))
+    return job_view(jobs.get(job_id))
 
 
 @router.delete("/api/jobs/{job_id}", responses=errors(404, 413))
 async def cancel_job(job_id: str, request: Request):
     _, jobs = _jobs(request)
-    return public(jobs.cancel(job_id))
+    return job_view(jobs.cancel(job_id))
 
 
 @router.get("/api/jobs/{job_id}/events",
@@ -125,7 +125,7 @@ async def job_events(job_id: str, request: Request):
 
     async def events():
         try:
-            yield {"event": rec["status"], "data": json.dumps(public(rec))}
+            yield {"event": rec["status"], "data": json.dumps(job_view(rec))}
             if rec["status"] in TERMINAL:
                 return
             while True:

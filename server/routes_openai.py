@@ -10,33 +10,21 @@ import contextlib
 import json
 from typing import Any, AsyncGenerator, AsyncIterator, Optional
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
+from server.deps import get_state, ready_state
 from server.errors import APIError, to_api_error
 from server.generation import (chat_logprobs, chat_prompt, completion_logprobs, engine_prompt,
                                finish, generate, max_tokens_for, merge, new_id, now,
                                resolve_steering, sampling_params, text_prompt, usage)
 from server.openapi import SSE, WITH_BODY, errors
 from server.schemas import ChatCompletionRequest, CompletionRequest
-from server.state import PERSONA_MODEL_PREFIX, ServerState, model_ids
+from server.state import PERSONA_MODEL_PREFIX, model_ids
 from server.think import THINK_START, ThinkSplitter
 
 router = APIRouter()
-
-
-def get_state(request: Request) -> ServerState:
-    return request.app.state.ps
-
-
-def ready_state(request: Request) -> ServerState:
-    state = get_state(request)
-    if state.engine is None:
-        msg = (f"engine failed to start: {state.engine_error}" if state.engine_state == "failed"
-               else f"engine not ready ({state.engine_state}); retry shortly")
-        raise APIError(503, msg, code="engine_not_ready")
-    return state
 
 
 @router.get("/v1/models")

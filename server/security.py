@@ -11,6 +11,7 @@ from typing import Optional
 from fastapi import Request
 from fastapi.middleware.cors import CORSMiddleware
 
+from server.deps import get_state
 from server.errors import APIError
 from server.state import ServerState
 
@@ -22,7 +23,7 @@ def key_matches(given: Optional[str], expected: str) -> bool:
 
 
 async def require_key(request: Request) -> None:
-    state: ServerState = request.app.state.ps
+    state = get_state(request)
     if state.api_key is None:
         return
     auth = request.headers.get("authorization", "")

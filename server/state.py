@@ -21,13 +21,12 @@ from persona_steer.config import Settings, load_config, resolve_layers
 from persona_steer.resolve import ModelShape
 from persona_steer.shared_state import (POLL_S, STATE_FILE, SharedSettings, SharedStateCorrupt,
                                         SharedStateFile, Snapshot)
+from persona_steer.steering_spec import PERSONA_MODEL_PREFIX
 from persona_steer.store import StoreWriteError, VectorStore
 
 from server.think import ThinkConfig
 
 log = logging.getLogger("persona_steer.server")
-
-PERSONA_MODEL_PREFIX = "persona:"
 
 
 class Metrics:

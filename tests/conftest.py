@@ -29,7 +29,7 @@ Helpers
                   {"shutdown_grace_s": 5}}), for tests that need an engine of their own.
   spawn_server(root, model, overrides=None)  the same, started and not waited for (tests of
                   servers that fail to start, or several servers started at once);
-                  wait_healthy(live) then waits for one, stop_server(proc) stops one.
+                  wait_healthy(live) then waits for one, live.process.stop() stops one.
 Attaching: with $PERSONA_STEER_TEST_ATTACH (a LiveServer as JSON, `LiveServer.to_json()`) the
 `server` fixture reuses that running server instead of starting one: the SDK contract tests run
 again under the other openai major that way (tests/clients/test_sdk_majors.py).
@@ -40,9 +40,7 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +51,9 @@ import pytest
 import torch
 import yaml
 
+from persona_steer import server_process
 from persona_steer.config import PROJECT_ROOT
+from persona_steer.server_process import cli_command as _cli, free_port, server_env  # noqa: F401
 from persona_steer.vector_format import SteeringVector
 
 TINY_HIDDEN, TINY_LAYERS = 256, 4
@@ -97,12 +97,6 @@ def repo_store_untouched():
     yield
     after = _store_snapshot(root)
     assert after == before, f"tests changed {root}: {sorted(set(after) ^ set(before))[:10]}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_vector(kind: str, name: str, model_id: str, layers: list[int], seed: int,
@@ -170,22 +164,18 @@ class LiveServer:
         with self.client() as c:
             return c.delete(path, **kw)
 
+    @property
+    def process(self) -> server_process.ServerProcess:
+        return server_process.ServerProcess(self.proc, self.base_url, self.log_path)
+
     def log_tail(self, n: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return "(no log)"
+        return self.process.log_tail(n)
 
 
 @pytest.fixture(scope="session")
 def tiny_model() -> str:
     from persona_steer.testmodels import build_random_qwen3
     return str(build_random_qwen3(PROJECT_ROOT / ".cache" / "models" / "tiny", "tiny"))
-
-
-def _cli() -> list[str]:
-    exe = Path(sys.executable).parent / "persona-steer"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "persona_steer.cli"]
 
 
 def write_server_config(root: Path, model: str, overrides: dict | None = None) -> dict:
@@ -209,27 +199,18 @@ def write_server_config(root: Path, model: str, overrides: dict | None = None) -
     return cfg
 
 
-def server_env() -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_STEER_")}
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    return env
-
-
 def spawn_server(root: Path, model: str, overrides: dict | None = None,
                  command: list[str] | None = None) -> LiveServer:
     """Start (don't wait for) `persona-steer --config <root>/config.yaml serve` configured by
-    `write_server_config`. Its stdout and stderr go to .log_path. `command`: another way to
-    start it, given the config's path as `--config` after it (e.g. `python -m server`)."""
+    `write_server_config` (persona_steer.server_process.spawn). Its stdout and stderr go to
+    .log_path. `command`: another way to start it, given the config's path as `--config` after
+    it (e.g. `python -m server`)."""
     cfg = write_server_config(root, model, overrides)
-    config_path, port = root / "config.yaml", cfg["server"]["port"]
-    log_path = root / "server.log"
-    with open(log_path, "wb") as log:
-        argv = (_cli() + ["--config", str(config_path), "serve"] if command is None
-                else [*command, "--config", str(config_path)])
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=server_env(),
-                                cwd=str(PROJECT_ROOT), start_new_session=True)
-    return LiveServer(f"http://127.0.0.1:{port}", config_path, root / "vectors", root / "jobs",
-                      root / "datasets", log_path, model, proc,
+    url = f"http://127.0.0.1:{cfg['server']['port']}"
+    launched = server_process.spawn(root / "config.yaml", url, root / "server.log",
+                                    command=command)
+    return LiveServer(url, root / "config.yaml", root / "vectors", root / "jobs",
+                      root / "datasets", launched.log_path, model, launched.proc,
                       api_key=cfg["server"].get("api_key"))
 
 
@@ -242,29 +223,15 @@ def live_server(root: Path, model: str, overrides: dict | None = None,
         wait_healthy(live)
         yield live
     finally:
-        stop_server(live.proc)
+        live.process.stop()
 
 
 def wait_healthy(live: LiveServer, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
-    """Poll a spawned server's /health until it answers 200 (what it answered meanwhile goes
-    to .startup_health); raise with its log's tail if it exits or is not healthy in time."""
-    proc = live.proc
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{live.log_tail()}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"server not healthy after {timeout_s}s:\n{live.log_tail()}")
-        try:
-            r = httpx.get(live.base_url + "/health", timeout=5)
-            body = r.json() if r.headers.get("content-type", "").startswith(
-                "application/json") else r.text
-            live.startup_health.append((r.status_code, body))
-            if r.status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
+    """Wait until a spawned server's /health is 200 (what it answered meanwhile goes to
+    .startup_health); raises with its log's tail if it exits or is not healthy in time. Spawn
+    several with `spawn_server` first to start them at once."""
+    live.process.wait_healthy(timeout_s,
+                              on_answer=lambda *answer: live.startup_health.append(answer))
 
 
 @pytest.fixture(scope="session")
@@ -274,24 +241,6 @@ def server(tmp_path_factory, tiny_model) -> LiveServer:
         return
     with live_server(tmp_path_factory.mktemp("server"), tiny_model) as live:
         yield live
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)   # engine core / workers in the same group
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
 
 
 def set_api_key(server: LiveServer, key: str | None) -> None:

@@ -20,10 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -93,37 +89,38 @@ def check_shared_store(settings, client: "ServerClient") -> None:
 
 
 class ServerClient:
-    """Generates through the project's OpenAI-compatible server (the steering fields at top level)."""
+    """Generates through the project's server with the project's client (clients.client), the
+    requests `concurrency` at a time."""
 
     def __init__(self, base_url: str, api_key: str | None = None, concurrency: int = 64):
-        from extraction.rollouts import threaded_client
-        self.base = base_url.rstrip("/")
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = threaded_client(concurrency, timeout=600, headers=headers)
-        self.concurrency = concurrency
-        r = self.http.get(self.base + "/v1/models")
-        r.raise_for_status()
-        self.model = r.json()["data"][0]["id"]
+        from clients.client import PersonaSteerClient
+        # the chats go through the client's openai SDK, whose pool keeps 100 idle connections:
+        # one per thread up to that (extraction.rollouts.threaded_client says why it matters)
+        self.client = PersonaSteerClient(base_url, api_key=api_key, timeout=600)
+        self.concurrency = min(concurrency, 100)
+        self.base = self.client.base_url
+        self.model = self.client.default_model()
         self.name = f"server {self.base}"
 
     def _one(self, g: Gen) -> Out:
-        body: dict[str, Any] = {"model": self.model, "messages": _messages(g), "max_tokens": MAX_TOKENS,
-                                "temperature": g.temperature, "seed": g.seed}
-        body.update(g.penalties)
-        body.update({k: json.loads(v) for k, v in g.steer})
-        r = self.http.post(self.base + "/v1/chat/completions", json=body)
-        if r.status_code >= 400:
-            raise RuntimeError(f"server answered HTTP {r.status_code}: {r.text[:300]}")
-        ch = r.json()["choices"][0]
-        return Out(ch["message"].get("content") or "", ch.get("finish_reason") == "stop")
+        from clients.client import SteeringRequest
+        steering = SteeringRequest(**{k: json.loads(v) for k, v in g.steer})
+        resp = self.client.chat(_messages(g), steering, model=self.model, max_tokens=MAX_TOKENS,
+                                temperature=g.temperature, seed=g.seed, **dict(g.penalties))
+        choice = resp.choices[0]
+        return Out(choice.message.content or "", choice.finish_reason == "stop")
 
     def check_store(self, store, kind: str, names: list[str], folder) -> None:
         """The proof sends vector *names*; they must mean this run's vectors on the server,
         i.e. the server must use this run's vector folder. Refuse at once if it does not."""
-        collection = kind + "s"
+        from clients.client import PersonaSteerError
         for name in names:
-            r = self.http.get(f"{self.base}/api/{collection}/{name}")
-            theirs = r.json().get("content_hash") if r.status_code == 200 else None
+            try:
+                theirs = self.client.get_vector(kind, name).get("content_hash")
+            except PersonaSteerError as err:
+                if err.status != 404:
+                    raise
+                theirs = None
             if theirs != store.content_hash(kind, name):
                 what = "has no" if theirs is None else "has another"
                 raise ServerStoreMismatch(
@@ -136,7 +133,7 @@ class ServerClient:
             return list(pool.map(self._one, gens))
 
     def close(self):
-        self.http.close()
+        self.client.close()
 
 
 class HFClient:
@@ -230,20 +227,15 @@ class OpenAIPenalties:
 
 
 # ----------------------------------------------------------------------------- server process
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class ToyServer:
-    """`persona-steer --config <workdir>/config.yaml serve` on a loopback port, toy model."""
+    """`persona-steer --config <workdir>/server-config.yaml serve` on a loopback port, toy model
+    (persona_steer.server_process, the launcher the tests use)."""
 
     def __init__(self, settings, workdir: Path, startup_timeout: float = 600,
                  demo_vectors: str = "off"):
-        import httpx
         import yaml
-        self.port = _free_port()
+        from persona_steer import server_process
+        self.port = server_process.free_port()
         cfg = {"model": {"name": settings.model.name, "kv_cache_gib": settings.model.kv_cache_gib,
                          "max_num_seqs": 64, "max_model_len": 1024, "dtype": "float32",
                          "enforce_eager": settings.model.enforce_eager},
@@ -255,41 +247,17 @@ class ToyServer:
                          "datasets": str(settings.path("datasets")), "cache": str(settings.path("cache"))}}
         self.config_path = workdir / "server-config.yaml"
         self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        self.log_path = workdir / "server.log"
-        exe = Path(sys.executable).parent / "persona-steer"
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "persona_steer.cli"]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_STEER_")}
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd + ["--config", str(self.config_path), "serve"],
-                                         stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True)
         self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"toy server exited ({self.proc.returncode}); see {self.log_path}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"toy server not healthy after {startup_timeout}s; see {self.log_path}")
-            try:
-                if httpx.get(self.url + "/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(1)
+        self.process = server_process.spawn(self.config_path, self.url, workdir / "server.log")
+        self.log_path, self.proc = self.process.log_path, self.process.proc
+        try:
+            self.process.wait_healthy(startup_timeout)
+        except RuntimeError as err:
+            self.stop()
+            raise RuntimeError(f"toy server did not start: {err}") from None
 
     def stop(self):
-        if self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        self.process.stop()
 
 
 # ----------------------------------------------------------------------------- extraction

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from clients.client import AsyncPersonaSteerClient, PersonaSteerError
+from clients.client import AsyncPersonaSteerClient, PersonaSteerError, SteeringRequest
 from tests.clients.conftest import vector_bytes
 
 GREEDY = {"max_tokens": 8, "temperature": 0, "seed": 0}
@@ -131,9 +131,9 @@ def test_async_client(live):
     async def go():
         async with AsyncPersonaSteerClient(live.url, api_key=live.api_key) as c:
             st = await c.status()
-            resp = await c.chat("Tell me about the sea", persona="alpha", **GREEDY)
-            pieces = [p async for p in c.chat_stream("Tell me about the sea", persona="alpha",
-                                                     **GREEDY)]
+            alpha = SteeringRequest(persona="alpha")     # the object form; sync uses keywords
+            resp = await c.chat("Tell me about the sea", alpha, **GREEDY)
+            pieces = [p async for p in c.chat_stream("Tell me about the sea", alpha, **GREEDY)]
             traits = await c.list_vectors("trait")
             comp = await c.complete("Once", persona="alpha", **GREEDY)
             try:

@@ -6,7 +6,7 @@ import io
 import pytest
 from rich.console import Console
 
-from clients.client import ChatDelta, PersonaSteerError
+from clients.client import ChatDelta, PersonaSteerError, SteeringRequest
 from clients.repl import ChatState, Repl
 
 
@@ -26,8 +26,8 @@ class FakeClient:
         return {"model": "m", "engine": "ready", "steering_scale": 1.0,
                 "loaded": {"personas": ["pirate"], "traits": []}}
 
-    def chat_stream(self, messages, **kw):
-        self.calls.append(("chat", [dict(m) for m in messages], kw))
+    def chat_stream(self, messages, steering=None, **kw):
+        self.calls.append(("chat", [dict(m) for m in messages], {"steering": steering, **kw}))
         if self.fail_with:
             raise self.fail_with
         yield ChatDelta(reasoning="hmm")
@@ -75,8 +75,8 @@ def test_steering_commands_change_state(repl):
     repl.handle("/strength 0.7")
     repl.handle("/trait formal:-0.4")
     repl.handle("/safety on")
-    assert repl.state.steering() == {"persona": "pirate", "strength": 0.7, "blend": None,
-                                     "traits": {"formal": -0.4}, "safety": True}
+    assert repl.state.steering() == SteeringRequest(persona="pirate", strength=0.7,
+                                                    traits={"formal": -0.4}, safety=True)
     assert repl.state.summary() == "pirate×0.7 +formal:-0.4 safety on"
     repl.handle("/blend pirate:0.5,robot:0.3")
     assert repl.state.persona is None and repl.state.blend == {"pirate": 0.5, "robot": 0.3}
@@ -92,7 +92,7 @@ def test_message_streams_and_history_grows(repl):
     assert "model> [thinking] hmm\nAhoy there" in said(repl)
     kind, messages, kw = repl.client.calls[-1]
     assert messages == [{"role": "user", "content": "hello"}]
-    assert kw["persona"] == "pirate"
+    assert kw["steering"].persona == "pirate"
     assert repl.state.messages[-1] == {"role": "assistant", "content": "Ahoy there"}
     repl.handle("/reset")
     assert repl.state.messages == []

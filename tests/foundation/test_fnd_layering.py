@@ -153,3 +153,24 @@ def test_the_graph_sees_top_level_imports_only():
 
 def test_no_import_cycles_among_the_project_packages():
     assert set(cycles(import_graph())) == KNOWN_CYCLES
+
+
+def test_clients_and_server_share_constants_without_importing_each_other():
+    # both read persona_steer (job states, steering fields); neither imports the other
+    graph = import_graph()
+    for mod, deps in graph.items():
+        if mod.startswith("clients"):
+            assert not {d for d in deps if d.startswith("server")}, mod
+        if mod.startswith("server"):
+            assert not {d for d in deps if d.startswith("clients")}, mod
+    assert "persona_steer.job_states" in graph["clients.client"]
+    assert "persona_steer.job_states" in graph["server.jobs"]
+
+
+def test_route_modules_take_request_dependencies_from_deps_not_each_other():
+    graph = import_graph()
+    routes = {m for m in graph if m.startswith("server.routes_")}
+    assert routes >= {"server.routes_api", "server.routes_jobs", "server.routes_openai"}
+    for mod in routes:
+        assert not graph[mod] & routes, (mod, graph[mod] & routes)
+        assert "server.deps" in graph[mod]

@@ -103,7 +103,10 @@ def test_cancel_stops_the_worker(manager):
             if event == "progress":
                 break
         m.cancel(rec["id"])
-        await asyncio.sleep(1.0)
+        # the runner sees the worker gone (it polls its queue every 0.5 s) and drops it
+        deadline = asyncio.get_running_loop().time() + 60
+        while m.procs and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
         return m, rec
     m, rec = asyncio.run(go())
     assert rec["status"] == "cancelled"

@@ -102,8 +102,10 @@ def in_up_to_three_attempts(server, attempt, tries: int = 3) -> None:
     about half of the fresh-clone full-suite runs on the 2-core machine, one attempt found the
     whole request generated and no abort. The cause was vLLM's spinning engine core keeping this
     process off the CPU (fixed by steering_plugin/cpu_wait.py; docs/steering.md,
-    "The CPU wait"); a busy machine can still deschedule a client. Each attempt starts from an idle
-    server; a broken abort path fails all three.
+    "The CPU wait"). The close now waits on a condition (the first event, or the request counted
+    running), but a busy machine can still deschedule this client for the ~25 s the request
+    takes between that condition and the close; the retry is for that case only. Each attempt
+    starts from an idle server; a broken abort path fails all three.
     Every attempt's result is in the failure message, with event-loop stalls (the watchdog)."""
     failures = []
     for _ in range(tries):
@@ -119,9 +121,9 @@ def in_up_to_three_attempts(server, attempt, tries: int = 3) -> None:
 
 
 def post_and_leave(server, body: dict, *, after_first_event: bool) -> None:
-    """POST on a raw connection and close it: after the first SSE event, or 0.3 s after sending
-    (the request is running by then and needs about 25 s on the tiny model). A raw socket, so
-    that the close is exactly when and what the test says, whatever an HTTP client does."""
+    """POST on a raw connection and close it: after the first SSE event, or once /api/status
+    counts it running (it needs about 25 s on the tiny model). A raw socket, so that the close
+    is exactly when and what the test says, whatever an HTTP client does."""
     data = json.dumps(body).encode()
     url = httpx.URL(server.base_url)
     sock = socket.create_connection((url.host, url.port), timeout=120)
@@ -137,7 +139,10 @@ def post_and_leave(server, body: dict, *, after_first_event: bool) -> None:
                 got += chunk
             assert got.startswith(b"HTTP/1.1 200"), got[:300]
         else:
-            time.sleep(0.3)
+            deadline = time.monotonic() + 120
+            while status(server)["running_requests"] == 0:
+                assert time.monotonic() < deadline, "the request never started running"
+                time.sleep(0.05)
     finally:
         sock.close()
 
@@ -150,6 +155,7 @@ def disconnect_attempt(server, body: dict, *, after_first_event: bool):
     # the connection is closed here, long before 32,000 tokens
     assert wait_idle(server)["running_requests"] == 0
     used = metric(server, "persona_steer_completion_tokens_total") - tokens0
+    # not a synchronisation: a second of quiet in which an aborted request must count nothing
     time.sleep(1.0)
     later = metric(server, "persona_steer_completion_tokens_total") - tokens0
     # the tokens tell which way it went wrong, if it does: all 32,000 (the disconnect went

@@ -21,7 +21,7 @@ import pytest
 
 from persona_steer.shared_state import POLL_S
 from persona_steer.toy_demo import demo_dir
-from tests.conftest import free_port, spawn_server, stop_server, wait_healthy
+from tests.conftest import free_port, spawn_server, wait_healthy
 from tests.nginx_balancer import UPSTREAM_HEADER, nginx_binary, running_nginx
 
 pytestmark = [pytest.mark.engine,
@@ -53,7 +53,7 @@ def cluster(tmp_path_factory):
                    "by_port": {p: n for n, p in ports.items()}}
     finally:
         for live in replicas.values():
-            stop_server(live.proc)
+            live.process.stop()
 
 
 def served_by(cluster, response: httpx.Response) -> str:

@@ -59,11 +59,14 @@ def test_a_cancelled_stream_closes_its_source_and_sends_nothing_more():
             closed.append(True)
 
     async def main():
+        first = asyncio.Event()
+
         async def consume():
             async for e in ended(events()):
                 seen.append(e)
+                first.set()
         task = asyncio.create_task(consume())
-        await asyncio.sleep(0.05)
+        await first.wait()          # the stream is under way: "a" went out
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
