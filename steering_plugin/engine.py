@@ -45,31 +45,30 @@ def export_engine_env(settings: Settings) -> None:
 
 
 CPU_BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
-_bound_here: list[str] = []     # the binding this process exported last (never the user's own)
+_BOUND_HERE_ENV = "PERSONA_STEER_CPU_BIND"   # the binding we exported (children inherit both)
 
 
 def _export_cpu_binding(workers: int) -> None:
     """CPU, several workers: export a thread binding unless the environment brings its own; a later
-    engine of another size in this process (tests, reloads) gets its own or vLLM's default."""
+    engine of another size (tests, reloads, child processes) gets its own or vLLM's default."""
     current = os.environ.get(CPU_BIND_ENV)
-    if current is not None and current not in _bound_here:
+    if current is not None and current != os.environ.get(_BOUND_HERE_ENV):
         return
-    _bound_here.clear()
     if workers > 1 and _on_cpu():
-        _bound_here.append(cpu_thread_binding(workers))
-        os.environ[CPU_BIND_ENV] = _bound_here[0]
+        os.environ[CPU_BIND_ENV] = os.environ[_BOUND_HERE_ENV] = cpu_thread_binding(workers)
     else:
         os.environ.pop(CPU_BIND_ENV, None)
+        os.environ.pop(_BOUND_HERE_ENV, None)
 
 
 def cpu_thread_binding(workers: int) -> str:
-    """CPU: one core list per worker process for `VLLM_CPU_OMP_THREADS_BIND` ("0|1", "0-3|4-7").
+    """CPU: one core list per worker process for `VLLM_CPU_OMP_THREADS_BIND` ("0|1", "0,1|2,3").
     vLLM's own "auto" gives each worker a NUMA node of its own and refuses to start with fewer
     nodes than workers (one-socket machines); this splits the usable cores evenly instead."""
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < workers:
         raise ConfigError(f"model.tensor_parallel_size x pipeline_parallel_size = {workers} worker "
-                         f"processes, but this process may only use {len(cores)} CPU cores")
+                          f"processes, but this process may only use {len(cores)} CPU cores")
     per = len(cores) // workers
     return "|".join(",".join(map(str, cores[i * per:(i + 1) * per])) for i in range(workers))
 

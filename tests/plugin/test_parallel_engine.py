@@ -119,17 +119,23 @@ class Layouts:
                         [steer({RELAY: 1.0}), CONFIGS[0], CONFIGS[1]])
 
 
+# what the engines here export to their processes; later tests in the session must not see it
+ENV_SET_HERE = ("VLLM_ALLOW_INSECURE_SERIALIZATION", "VLLM_CPU_OMP_THREADS_BIND",
+                "PERSONA_STEER_CPU_BIND")
+
+
 @pytest.fixture(scope="module")
 def layouts(tmp_path_factory, tiny_model_path):
+    saved = {k: os.environ.get(k) for k in ENV_SET_HERE}
     # collective_rpc with a function (the two above) needs vLLM's pickle-based serialization
-    old = os.environ.get("VLLM_ALLOW_INSECURE_SERIALIZATION")
     os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
     root = tmp_path_factory.mktemp("parallel")
     yield Layouts(PluginEnv(root, tiny_model_path), root)
-    if old is None:
-        os.environ.pop("VLLM_ALLOW_INSECURE_SERIALIZATION", None)
-    else:
-        os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = old
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def assert_same_run(got, want, what):
