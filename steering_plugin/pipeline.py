@@ -9,8 +9,8 @@ each other anyway: a non-last stage adds the ids of this step's failed requests 
 IntermediateTensors it returns (vLLM's worker sends them to the next stage with the residual
 stream), and the next stage takes them out before its runner reads the rest and fails those
 requests too (`SteeringRuntime.upstream_failed`). The ids are a JSON list as a uint8 tensor on the
-CPU: the tensor-parallel ranks of a stage agree on their failures first (`runtime._tp_agreement`),
-so each rank sends the same bytes, as vLLM's split-and-gather send expects.
+CPU (sent over the stages' CPU group); the tensor-parallel ranks of a stage agree on their
+failures first (`runtime._tp_agreement`), so each rank sends the same bytes.
 
 `install()` wraps `execute_model` of both model runners in memory at plugin registration, like
 `runner_v1`; with one stage it passes straight through.
@@ -59,16 +59,21 @@ def _wrap_execute_model(cls) -> None:
             rt.upstream_failed = upstream
         out = original(self, scheduler_output, intermediate_tensors, *args, **kwargs)
         if rt is not None and isinstance(out, IntermediateTensors):
-            out.tensors[KEY] = encode_ids(rt.step_failures)
+            from vllm.distributed import get_tp_group
+            out.tensors[KEY] = encode_ids(rt.step_failures, get_tp_group().world_size)
         return out
 
     setattr(execute_model, _MARK, True)
     cls.execute_model = execute_model
 
 
-def encode_ids(ids) -> torch.Tensor:
-    """Request ids as a uint8 CPU tensor (sorted: every rank of a stage sends the same bytes)."""
+def encode_ids(ids, tp_size: int = 1) -> torch.Tensor:
+    """Request ids as a uint8 CPU tensor (sorted: every rank of a stage sends the same bytes).
+    Its length is kept indivisible by the TP size: vLLM splits a divisible tensor across the TP
+    ranks and gathers it on the device group, which a CPU tensor cannot use on GPUs."""
     raw = json.dumps(sorted(ids)).encode()
+    if tp_size > 1 and len(raw) % tp_size == 0:
+        raw += b" "     # JSON allows trailing whitespace
     return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
 
 

@@ -259,6 +259,8 @@ def test_failures_of_an_earlier_pipeline_stage_fail_the_request_on_the_next(tmp_
     from steering_plugin.runtime import UPSTREAM_FAILURE, runtime_for
 
     monkeypatch.setattr(pipeline, "_pipeline_stages", lambda: 2)
+    import vllm.distributed
+    monkeypatch.setattr(vllm.distributed, "get_tp_group", lambda: SimpleNamespace(world_size=1))
     received = []
 
     class Stage:   # the parts of a model runner the wrapper and the V1 hook touch
@@ -310,3 +312,8 @@ def test_pipeline_failure_ids_are_the_same_bytes_on_every_rank():
     a, b = encode_ids({"req-2", "req-10", "x"}), encode_ids(["x", "req-10", "req-2"])
     assert a.dtype == torch.uint8 and torch.equal(a, b)
     assert decode_ids(a) == {"req-2", "req-10", "x"} and decode_ids(encode_ids(set())) == set()
+    # never divisible by the TP size: vLLM would split it and gather it on the device group
+    for ids in (set(), {"a"}, {"ab"}, {"abc", "d"}):
+        for tp in (2, 3, 4):
+            t = encode_ids(ids, tp)
+            assert t.numel() % tp != 0 and decode_ids(t) == ids
