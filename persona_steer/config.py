@@ -48,6 +48,11 @@ class ModelSettings(_Section):
     quantization: Literal["4bit", "8bit", "none"] = Field(
         "none", description="extraction's HF model only (bitsandbytes); null == none")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="GPUs (CPU: worker processes) each layer is split across; the "
+                             "model's attention heads must divide by it")
+    pipeline_parallel_size: int = Field(
+        1, ge=1, description="stages the layers are split across, one GPU (CPU: process) each")
     enforce_eager: bool = False
     kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU")
     max_num_seqs: int = Field(64, ge=1, le=1024)

@@ -2,8 +2,8 @@
 
 The per-token slot index is written once per step, from offset 0, in the batch's token order
 (`runtime.SteeringRuntime.begin_step`). Features that lay tokens out differently, or whose ranks
-could not agree on a request's steering, are refused when the steered model is built (in every
-worker, so the engine fails to start with this message). docs/vllm-features.md lists them all.
+could not agree on a request's steering (`runtime._tp_agreement`, `pipeline`), are refused when
+the steered model is built (in every worker, so the engine fails to start with this message). docs/vllm-features.md lists them all.
 """
 from __future__ import annotations
 
@@ -26,9 +26,11 @@ def refusals(vllm_config: Any) -> list[str]:
                             or getattr(par, "ubatch_size", 0) > 1):
         out.append("dual-batch overlap / micro-batching (enable_dbo, ubatch_size) runs the model "
                    "once per token slice, and every slice would read the first slice's slots")
-    if par is not None and getattr(par, "pipeline_parallel_size", 1) > 1:
-        out.append("pipeline parallelism: a stage that cannot load a request's vectors could not "
-                   "fail that request on every stage (tensor parallelism is supported)")
+    if (par is not None and getattr(par, "pipeline_parallel_size", 1) > 1
+            and getattr(par, "distributed_executor_backend", None) == "external_launcher"):
+        out.append("pipeline parallelism under the external_launcher backend (torchrun): its "
+                   "stages send inside the runner, past the hook that passes steering failures "
+                   "on to the last stage (the mp and ray executors are supported)")
     return out
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from persona_steer.config import Settings
+from persona_steer.config import ConfigError, Settings
 from persona_steer.devices import check_engine_device, vllm_platform
 from steering_plugin import ARCH, cpu_wait
 
@@ -41,12 +41,48 @@ def export_engine_env(settings: Settings) -> None:
     runner = settings.model.model_runner
     if runner != "auto":   # auto: vLLM's own choice, or the variable as the environment sets it
         os.environ[RUNNER_ENV] = "1" if runner == "v2" else "0"
+    _export_cpu_binding(settings.model.tensor_parallel_size * settings.model.pipeline_parallel_size)
+
+
+CPU_BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
+_BOUND_HERE_ENV = "PERSONA_STEER_CPU_BIND"   # the binding we exported (children inherit both)
+
+
+def _export_cpu_binding(workers: int) -> None:
+    """CPU, several workers: export a thread binding unless the environment brings its own; a later
+    engine of another size (tests, reloads, child processes) gets its own or vLLM's default."""
+    current = os.environ.get(CPU_BIND_ENV)
+    if current is not None and current != os.environ.get(_BOUND_HERE_ENV):
+        return
+    if workers > 1 and _on_cpu():
+        os.environ[CPU_BIND_ENV] = os.environ[_BOUND_HERE_ENV] = cpu_thread_binding(workers)
+    else:
+        os.environ.pop(CPU_BIND_ENV, None)
+        os.environ.pop(_BOUND_HERE_ENV, None)
+
+
+def cpu_thread_binding(workers: int) -> str:
+    """CPU: one core list per worker process for `VLLM_CPU_OMP_THREADS_BIND` ("0|1", "0,1|2,3").
+    vLLM's own "auto" gives each worker a NUMA node of its own and refuses to start with fewer
+    nodes than workers (one-socket machines); this splits the usable cores evenly instead."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < workers:
+        raise ConfigError(f"model.tensor_parallel_size x pipeline_parallel_size = {workers} worker "
+                          f"processes, but this process may only use {len(cores)} CPU cores")
+    per = len(cores) // workers
+    return "|".join(",".join(map(str, cores[i * per:(i + 1) * per])) for i in range(workers))
 
 
 def engine_kwargs(settings: Settings, model_path: str, **extra: Any) -> dict[str, Any]:
     """Keyword arguments for `vllm.LLM(...)` / `AsyncEngineArgs(...)` with steering enabled."""
     m = settings.model
     check_engine_device(m.device)
+    if m.pipeline_parallel_size > 1 and m.enforce_eager and _on_cpu():
+        # vLLM 0.32's CPU worker skips its warm-up when eager with a fixed KV cache size, and that
+        # warm-up allocates the buffers later stages receive into: their first request crashes.
+        raise ConfigError("model.enforce_eager: true cannot run with model.pipeline_parallel_size "
+                          "> 1 on CPU (vLLM 0.32's CPU worker then never allocates the pipeline "
+                          "buffers); set enforce_eager: false")
     export_engine_env(settings)
     kw: dict[str, Any] = dict(
         model=model_path,
@@ -57,6 +93,8 @@ def engine_kwargs(settings: Settings, model_path: str, **extra: Any) -> dict[str
         enforce_eager=m.enforce_eager,
         enable_prefix_caching=True,
         gpu_memory_utilization=m.gpu_memory_utilization,
+        tensor_parallel_size=m.tensor_parallel_size,
+        pipeline_parallel_size=m.pipeline_parallel_size,
         hf_overrides=steering_overrides(settings),
         seed=settings.extraction.seed,
         generation_config=m.generation_config,

@@ -21,7 +21,9 @@ cached, at most _MAX_CACHED_DELTAS of them, least recently released first out.
 
 A request whose steering cannot be applied (vector gone or changed since admission, corrupt
 file) runs this one step on slot 0, is reported in `step_failures`, and the scheduler finishes
-it with an error (`steering_plugin.failures`); the engine and the other requests go on.
+it with an error (`steering_plugin.failures`); the engine and the other requests go on. Under
+pipeline parallelism each stage resolves requests itself and passes its failures on to the next
+stage (`steering_plugin.pipeline`), so the last stage reports them all.
 """
 from __future__ import annotations
 
@@ -42,6 +44,11 @@ log = logging.getLogger("steering_plugin")
 
 _MAX_CACHED_DELTAS = 256     # unreferenced deltas kept for reuse
 _MAX_CACHED_VECTORS = 256    # vector contents kept by hash (a few per vector name at most)
+
+
+UPSTREAM_FAILURE = ("an earlier pipeline stage could not apply this request's steering as admitted "
+                    "(a vector changed or unreadable since; that worker's log has the reason); "
+                    "send the request again")
 
 
 class SteeringFailure(RuntimeError):
@@ -92,6 +99,7 @@ class SteeringRuntime:
         self.index_high = 0                                     # tokens written last step
         self.failed: dict[str, str] = {}                        # live req_id -> why it fails
         self.step_failures: dict[str, str] = {}                 # failed requests in this step
+        self.upstream_failed: set[str] = set()   # failed on an earlier pipeline stage, this step
 
     # --- resolving requests ------------------------------------------------------------
     def _vector(self, kind: str, name: str, want: str | None) -> tuple[SteeringVector, str]:
@@ -207,6 +215,9 @@ class SteeringRuntime:
         new = [(rid, p) for rid, p in zip(req_ids, params) if rid not in self.entries]
         if new:
             self._admit(new)
+        for rid in self.upstream_failed.intersection(req_ids):   # steering_plugin.pipeline
+            self.failed.setdefault(rid, UPSTREAM_FAILURE)
+        self.upstream_failed = set()
         entries = [self.entries[rid] for rid in req_ids]
         self.step_failures = {rid: self.failed[rid] for rid in req_ids if rid in self.failed}
 

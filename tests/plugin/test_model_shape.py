@@ -53,7 +53,8 @@ def _cfg(spec=None, **parallel):
     (_cfg(SimpleNamespace(enable_adaptive_verification=True)), "adaptive draft verification"),
     (_cfg(enable_dbo=True), "dual-batch overlap"),
     (_cfg(ubatch_size=2), "micro-batching"),
-    (_cfg(pipeline_parallel_size=2), "pipeline parallelism"),
+    (_cfg(pipeline_parallel_size=2, distributed_executor_backend="external_launcher"),
+     "pipeline parallelism under the external_launcher"),
 ])
 def test_layouts_the_index_cannot_follow_are_refused_in_one_line(cfg, words):
     with pytest.raises(SteeringConfigError, match=words) as err:
@@ -65,9 +66,12 @@ def test_supported_settings_pass_and_the_refused_fields_exist_in_vllm():
     from vllm.config import ParallelConfig, SpeculativeConfig
     check_config(_cfg())
     check_config(_cfg(SimpleNamespace(enable_adaptive_verification=False), tensor_parallel_size=4))
+    check_config(_cfg(pipeline_parallel_size=2, tensor_parallel_size=2,
+                      distributed_executor_backend="mp"))
     assert refusals(SimpleNamespace(speculative_config=None, parallel_config=ParallelConfig())) == []
     fields = set(ParallelConfig.__dataclass_fields__)
-    assert {"enable_dbo", "ubatch_size", "pipeline_parallel_size"} <= fields
+    assert {"enable_dbo", "ubatch_size", "pipeline_parallel_size",
+            "distributed_executor_backend"} <= fields
     assert "enable_adaptive_verification" in SpeculativeConfig.__dataclass_fields__
 
 

@@ -247,3 +247,73 @@ def test_failures_ride_on_the_step_output_of_either_runner():
     # protocol without a pickle load in the repository (tests/server/test_srv_security.py).
     import copy
     assert getattr(copy.deepcopy(plain), ATTR) == {"b": "gone"}
+
+
+def test_failures_of_an_earlier_pipeline_stage_fail_the_request_on_the_next(tmp_path, monkeypatch):
+    """Pipeline parallel: each stage resolves requests itself; what one stage fails travels to the
+    next inside the IntermediateTensors it sends (steering_plugin.pipeline), so the last stage,
+    whose output reaches the scheduler, reports it. Two stages driven through the real wrapper."""
+    from vllm.sequence import IntermediateTensors
+
+    from steering_plugin import pipeline
+    from steering_plugin.runtime import UPSTREAM_FAILURE, runtime_for
+
+    monkeypatch.setattr(pipeline, "_pipeline_stages", lambda: 2)
+    import vllm.distributed
+    monkeypatch.setattr(vllm.distributed, "get_tp_group", lambda: SimpleNamespace(world_size=1))
+    received = []
+
+    class Stage:   # the parts of a model runner the wrapper and the V1 hook touch
+        def __init__(self, model, hf, last):
+            self.model, self.model_config, self.last = model, SimpleNamespace(hf_config=hf), last
+
+        def get_model(self):
+            return self.model
+
+        def execute_model(self, scheduler_output, intermediate_tensors=None):
+            if intermediate_tensors is not None:
+                received.append(set(intermediate_tensors.tensors))
+            self.model.steering.begin_step(*scheduler_output)   # what _prepare_inputs does
+            if self.last:
+                return None
+            return IntermediateTensors({"hidden_states": torch.zeros(2, HIDDEN),
+                                        "residual": torch.zeros(2, HIDDEN)})
+
+    monkeypatch.setattr(Stage, "execute_model", Stage.execute_model)   # undone after the test
+    pipeline._wrap_execute_model(Stage)
+    first_model, hf = fake_model(tmp_path)
+    last_model, _ = fake_model(tmp_path)
+    first, last = Stage(first_model, hf, last=False), Stage(last_model, hf, last=True)
+    for model in (first_model, last_model):
+        runtime_for(model, hf)   # created here so the test can point one at another store
+    # the first stage reads another store, where "a" is missing: it fails r1 (the last one can't)
+    first_model.steering.store = VectorStore(tmp_path / "elsewhere")
+    step = (["r1", "r2"], np.array([1, 1]), [params(a=1.0), None])
+    sent = first.execute_model(step)
+    assert set(first_model.steering.step_failures) == {"r1"}
+    assert pipeline.decode_ids(sent.tensors[pipeline.KEY]) == {"r1"}
+    last.execute_model(step, IntermediateTensors(dict(sent.tensors)))
+    assert received == [{"hidden_states", "residual"}], "the runner never sees our entry"
+    assert last_model.steering.step_failures == {"r1": UPSTREAM_FAILURE}
+    # the next step (r1 still scheduled until the scheduler has seen the failure): still failed
+    sent = first.execute_model(step)
+    last.execute_model(step, IntermediateTensors(dict(sent.tensors)))
+    assert set(last_model.steering.step_failures) == {"r1"}
+    # r1 finished: nothing failed is carried any more
+    step = (["r2"], np.array([1]), [None])
+    sent = first.execute_model(step)
+    assert pipeline.decode_ids(sent.tensors[pipeline.KEY]) == set()
+    last.execute_model(step, IntermediateTensors(dict(sent.tensors)))
+    assert last_model.steering.step_failures == {} and last_model.steering.failed == {}
+
+
+def test_pipeline_failure_ids_are_the_same_bytes_on_every_rank():
+    from steering_plugin.pipeline import decode_ids, encode_ids
+    a, b = encode_ids({"req-2", "req-10", "x"}), encode_ids(["x", "req-10", "req-2"])
+    assert a.dtype == torch.uint8 and torch.equal(a, b)
+    assert decode_ids(a) == {"req-2", "req-10", "x"} and decode_ids(encode_ids(set())) == set()
+    # never divisible by the TP size: vLLM would split it and gather it on the device group
+    for ids in (set(), {"a"}, {"ab"}, {"abc", "d"}):
+        for tp in (2, 3, 4):
+            t = encode_ids(ids, tp)
+            assert t.numel() % tp != 0 and decode_ids(t) == ids
