@@ -84,8 +84,16 @@ def check_settings(settings: Settings, num_layers: int | None = None,
         out.append(f"model.device: {m.device}, but the installed vLLM runs on {platform}: the "
                    f"server's engine will refuse to start; use auto or {platform}")
     if m.quantization != "none":
-        out.append(f"model.quantization: {m.quantization} applies to extraction's transformers "
-                   f"model only; the server's engine serves {m.name} at dtype {m.dtype}")
+        from persona_steer.quantization import IN_FLIGHT
+        if platform is not None and platform != "cuda":
+            out.append(f"model.quantization: {m.quantization} quantizes in flight on a GPU only; "
+                       f"the server's engine on {platform} will refuse to start: serve a "
+                       "pre-quantized 4-bit checkpoint with quantization: none "
+                       "(docs/quantization.md)")
+        else:
+            out.append(f"model.quantization: {m.quantization}: the server's engine quantizes "
+                       f"with vLLM's online {IN_FLIGHT[m.quantization]}, extraction with "
+                       "bitsandbytes (their weights differ slightly; docs/quantization.md)")
         try:
             import bitsandbytes  # noqa: F401
         except Exception:
