@@ -2,7 +2,7 @@
 
 The model is builtin:tiny-w4a16 (compressed-tensors W4A16, built here from the tiny model by
 round-to-nearest; persona_steer.quantized_models), served at float16: vLLM's quantized kernels
-take half-precision activations only. One server for the module.
+take half-precision activations only. One server per test session (`w4a16_server`).
 
 Tolerance of the HF comparison, 1e-2 on a logprob: the reference runs the very same weight values
 (the checkpoint dequantized by compressed-tensors) in float32, the engine runs them in float16
@@ -33,7 +33,7 @@ PROMPTS = [[5, 17, 33, 40, 2, 9, 71, 120], [300, 41, 7, 7, 88, 19, 250, 3, 64, 1
 STEERINGS = [{}, {"persona": "pirate4", "strength": 1.0}, {"persona": "pirate4", "strength": -0.8}]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def w4a16_server(tmp_path_factory, tiny_model):
     model = str(build_w4a16(tiny_model, PROJECT_ROOT / ".cache" / "models" / "tiny-w4a16"))
     with live_server(tmp_path_factory.mktemp("w4a16"), model,
