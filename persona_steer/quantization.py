@@ -6,8 +6,9 @@ machine refuses, in one place (docs/quantization.md is the reader's page).
   by vLLM exactly as `vllm serve` does; extraction loads the same weights in transformers
   (compressed-tensors checkpoints dequantized on load).
 - `4bit` / `8bit`: quantize a full-precision checkpoint while loading it. Serving: vLLM's online
-  quantization on a GPU (vLLM 0.32 has no bitsandbytes loader; `4bit` -> online MXFP4, `8bit` ->
-  online FP8 per channel). Extraction: transformers with bitsandbytes (CPU or GPU).
+  quantization on a GPU (vLLM 0.32 has no bitsandbytes loader; `4bit` -> online MXFP4 for the
+  linear layers, `8bit` -> online FP8 per channel). Extraction: transformers with bitsandbytes
+  (CPU or GPU).
 
 Refusals are one line naming the key and what to use instead, raised before any weights load.
 """
@@ -18,8 +19,12 @@ from pathlib import Path
 
 from persona_steer.config import ConfigError, Settings
 
-# model.quantization -> vLLM's online (in-flight) quantization method, GPU only
+# model.quantization -> vLLM's online (in-flight) quantization, GPU only. MXFP4 is spelled out as
+# an online linear spec: the bare shorthand "mxfp4" on a full-precision checkpoint resolves to
+# the checkpoint-format config, whose linear layers fall back to unquantized.
 IN_FLIGHT = {"4bit": "mxfp4", "8bit": "fp8_per_channel"}
+IN_FLIGHT_KWARGS = {"4bit": {"quantization": "online", "quantization_config": {"linear": "mxfp4"}},
+                    "8bit": {"quantization": "fp8_per_channel"}}
 # activation dtypes vLLM's quantized linear kernels take (float32 is refused by them)
 QUANTIZED_DTYPES = ("bfloat16", "float16")
 
@@ -56,7 +61,7 @@ def engine_quantization(settings: Settings, model_path: str, platform: str | Non
                 "set model.quantization: none and serve a pre-quantized 4-bit checkpoint "
                 "(compressed-tensors W4A16, GPTQ or AWQ; docs/quantization.md) or full precision")
         _need_half(m.dtype, f"in-flight {m.quantization}")
-        return {"quantization": IN_FLIGHT[m.quantization]}
+        return dict(IN_FLIGHT_KWARGS[m.quantization])
     if stored is not None:
         _need_half(m.dtype, f"{m.name}'s {stored} weights")
     return {}

@@ -67,9 +67,17 @@ def test_engine_gets_the_checkpoint_as_stored_or_online_quantization_on_gpu(mode
     assert engine_quantization(settings(dtype="bfloat16"), q_dir, "cpu") == {}
     assert engine_quantization(settings(), full_dir, "cpu") == {}
     assert engine_quantization(settings(quantization="4bit", dtype="bfloat16"), full_dir,
-                               "cuda") == {"quantization": "mxfp4"}
+                               "cuda") == {"quantization": "online",
+                                            "quantization_config": {"linear": "mxfp4"}}
     assert engine_quantization(settings(quantization="8bit", dtype="auto"), full_dir,
                                "cuda") == {"quantization": "fp8_per_channel"}
+    # what vLLM makes of them: online specs for the linear layers (not the checkpoint-format
+    # MXFP4 config, which would leave a dense model's linears unquantized)
+    from vllm.config.quantization import resolve_quantization_config
+    for q in ("4bit", "8bit"):
+        kw = engine_quantization(settings(quantization=q, dtype="bfloat16"), full_dir, "cuda")
+        args = resolve_quantization_config(kw["quantization"], kw.get("quantization_config"))
+        assert args is not None and args.linear is not None and args.linear.weight is not None
 
 
 @pytest.mark.parametrize("model,where,quant,dtype,words", [
