@@ -57,7 +57,8 @@ def engine_quantization(settings: Settings, model_path: str, platform: str | Non
         if platform != "cuda":
             raise ConfigError(
                 f"model.quantization: {m.quantization} quantizes in flight on a GPU only (vLLM's "
-                f"online {IN_FLIGHT[m.quantization]}) and vLLM here runs on {platform or 'no device'}: "
+                f"online {IN_FLIGHT[m.quantization]}) and vLLM here runs on "
+                f"{platform or 'no device'}: "
                 "set model.quantization: none and serve a pre-quantized 4-bit checkpoint "
                 "(compressed-tensors W4A16, GPTQ or AWQ; docs/quantization.md) or full precision")
         _need_half(m.dtype, f"in-flight {m.quantization}")

@@ -8,8 +8,9 @@ loads it too (through compressed-tensors, decompressed to dense weights), which 
 reference and the extraction side the very same dequantized weights.
 
 Quantized: every decoder-layer linear (q/k/v/o, gate/up/down). Embeddings (tied with lm_head) and
-norms stay unquantized, stored in bf16 like the scales. The packing and the quantize step are compressed-tensors' own
-(`PackedQuantizationCompressor`), so the tensors are what the library would write.
+norms stay unquantized, stored in bf16 like the scales. The packing and the quantize step are
+compressed-tensors' own (`PackedQuantizationCompressor`), so the tensors are what the library
+would write.
 
 `builtin:tiny-w4a16` / `builtin:toy-persona-w4a16` resolve to `<cache>/models/<name>` (built once).
 """

@@ -25,7 +25,8 @@ def _vector(tmp_path, model):
 
 
 def test_w4a16_extraction_is_close_to_full_precision_per_layer(tmp_path):
-    quantized = resolve_model("builtin:toy-persona-w4a16", ext_settings(tmp_path / "r").path("cache"))
+    cache = ext_settings(tmp_path / "r").path("cache")
+    quantized = resolve_model("builtin:toy-persona-w4a16", cache)
     assert checkpoint_quantization(quantized) == "compressed-tensors"
     full = _vector(tmp_path, "builtin:toy-persona")
     q4 = _vector(tmp_path, "builtin:toy-persona-w4a16")

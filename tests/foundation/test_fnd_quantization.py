@@ -42,7 +42,7 @@ def test_w4a16_checkpoint_is_round_to_nearest_of_the_full_model(models, tmp_path
     deq = nibbles.float() * scale.float().repeat_interleave(GROUP_SIZE, dim=1)
     step = scale.float().repeat_interleave(GROUP_SIZE, dim=1)
     err = (deq - w).abs()
-    inside = (nibbles > -8) & (nibbles < 7)       # the top level clamps (range -8..7, scale max/7.5)
+    inside = (nibbles > -8) & (nibbles < 7)   # the top level clamps (range -8..7, scale max/7.5)
     assert (err[inside] <= step[inside] * 0.5 + 1e-6).all()   # nearest level: half a step
     assert (err <= step).all()
     assert (deq - w).abs().max() > 0                          # and really quantized
@@ -57,7 +57,8 @@ def test_checkpoint_quantization_is_read_from_config_json(models, tmp_path):
     full_dir, q_dir = models
     assert checkpoint_quantization(full_dir) is None
     assert checkpoint_quantization(q_dir) == "compressed-tensors"
-    (tmp_path / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "GPTQ"}}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"quantization_config": {"quant_method": "GPTQ"}}))
     assert checkpoint_quantization(tmp_path) == "gptq"
     assert checkpoint_quantization("Qwen/Qwen3-8B-AWQ") is None       # a hub id: vLLM reads it
 
