@@ -22,17 +22,12 @@ import time
 VARIANTS = ("full", "w4a16")
 
 
-def model_bytes(model) -> int:
-    """Runs in the worker (LLM.apply_model): what the loaded model's tensors occupy."""
-    tensors = list(model.parameters()) + list(model.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
 def one_variant(a) -> dict:
     import torch
     from vllm import LLM, SamplingParams
 
     from persona_steer.config import load_config
+    from persona_steer.quantized_models import held_bytes
     from persona_steer.store import VectorStore
     from persona_steer.testmodels import resolve_model
     from persona_steer.vector_format import SteeringVector
@@ -52,7 +47,7 @@ def one_variant(a) -> dict:
                                       "model.dtype": "bfloat16", "model.max_num_seqs": max(n, 8),
                                       "model.enforce_eager": not a.compile})
     llm = LLM(**engine_kwargs(settings, model_path, max_model_len=1024))
-    weights = sum(llm.apply_model(model_bytes))
+    weights = sum(llm.apply_model(held_bytes))   # in the worker: imported there by name
     prompts = [{"prompt_token_ids":
                 torch.randint(10, 400, (a.prompt_tokens,), generator=g).tolist()} for _ in range(n)]
 

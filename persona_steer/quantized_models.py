@@ -109,6 +109,7 @@ def build_w4a16(src_dir: str | Path, out_dir: str | Path, group_size: int = GROU
     return out_dir
 
 
-def weights_bytes(model_dir: str | Path) -> int:
-    """Bytes of the checkpoint's weight files (what the engine loads)."""
-    return sum(f.stat().st_size for f in Path(model_dir).glob("*.safetensors"))
+def held_bytes(model) -> int:
+    """Bytes of a loaded model's parameters and buffers (for vLLM: after its repacking)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
