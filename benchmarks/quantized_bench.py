@@ -5,8 +5,9 @@
 Runs the steerable engine (steering_plugin.engine.engine_kwargs) twice, each in its own process,
 on the same random Qwen3 (`builtin:<size>`) and on its W4A16 checkpoint (`builtin:<size>-w4a16`,
 compressed-tensors, served by vLLM's WNA16 kernel), both at bfloat16, eager unless --compile.
-For each: the bytes of the weights as the engine holds them (parameters and buffers of the
-loaded model, after vLLM's repacking), and greedy tokens/s of one batch unsteered and steered
+For each: the bytes of the weights the engine loads (the checkpoint's tensors, floating ones at
+the serving dtype: vLLM's CPU backend repacks weights into buffers that its parameters do not
+show, so they are counted from the files), and greedy tokens/s of one batch unsteered and steered
 (every layer, a distinct persona per request), best of --repeats. Prints a table and the ratios.
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ def one_variant(a) -> dict:
     from vllm import LLM, SamplingParams
 
     from persona_steer.config import load_config
-    from persona_steer.quantized_models import held_bytes
+    from persona_steer.quantized_models import served_weight_bytes
     from persona_steer.store import VectorStore
     from persona_steer.testmodels import resolve_model
     from persona_steer.vector_format import SteeringVector
@@ -47,7 +48,6 @@ def one_variant(a) -> dict:
                                       "model.dtype": "bfloat16", "model.max_num_seqs": max(n, 8),
                                       "model.enforce_eager": not a.compile})
     llm = LLM(**engine_kwargs(settings, model_path, max_model_len=1024))
-    weights = sum(llm.apply_model(held_bytes))   # in the worker: imported there by name
     prompts = [{"prompt_token_ids":
                 torch.randint(10, 400, (a.prompt_tokens,), generator=g).tolist()} for _ in range(n)]
 
@@ -64,7 +64,8 @@ def one_variant(a) -> dict:
         return sum(len(o.outputs[0].token_ids) for o in outs) / best
 
     run(False)   # warm-up
-    return {"variant": a.variant, "model": name, "weights_bytes": weights,
+    return {"variant": a.variant, "model": name,
+            "weights_bytes": served_weight_bytes(model_path, torch.bfloat16),
             "unsteered": run(False), "steered": run(True)}
 
 
@@ -81,7 +82,6 @@ def main() -> None:
     ap.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)   # child process
     a = ap.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")   # apply_model's function
     if a.variant:
         print("RESULT " + json.dumps(one_variant(a)), flush=True)
         return

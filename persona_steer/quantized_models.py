@@ -109,7 +109,22 @@ def build_w4a16(src_dir: str | Path, out_dir: str | Path, group_size: int = GROU
     return out_dir
 
 
-def held_bytes(model) -> int:
-    """Bytes of a loaded model's parameters and buffers (for vLLM: after its repacking)."""
-    tensors = list(model.parameters()) + list(model.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors)
+def served_weight_bytes(model_dir: str | Path, dtype) -> int:
+    """Bytes of a checkpoint's weights as an engine serving it at `dtype` loads them: floating
+    tensors at `dtype`, packed integers and the rest as stored."""
+    import torch
+    from safetensors import safe_open
+
+    size = torch.empty(0, dtype=dtype).element_size()
+    total = 0
+    for shard in Path(model_dir).glob("*.safetensors"):
+        with safe_open(str(shard), "pt") as f:
+            for name in f.keys():
+                t = f.get_slice(name)
+                numel = 1
+                for d in t.get_shape():
+                    numel *= d
+                stored = t.get_dtype()
+                total += numel * (size if stored in ("F32", "F16", "BF16") else
+                                  {"I32": 4, "I64": 8, "I8": 1, "U8": 1}.get(stored, 4))
+    return total
