@@ -101,3 +101,13 @@ def test_extraction_refuses_bitsandbytes_on_a_quantized_checkpoint_before_loadin
     from extraction.activations import load_hf_model
     with pytest.raises(ConfigError, match="already quantized"):
         load_hf_model(models[1], "float32", "4bit", "cpu")
+
+
+def test_config_check_says_ahead_what_the_engine_would_refuse(models):
+    from persona_steer.config_check import check_settings
+    s = settings(name=models[1], dtype="float32")
+    warned = [w for w in check_settings(s, num_layers=4, cuda=False, vllm_platform="cpu")
+              if w.startswith("model.dtype")]
+    assert len(warned) == 1 and "the server's engine will refuse to start" in warned[0], warned
+    s = settings(name=models[1], dtype="bfloat16")
+    assert check_settings(s, num_layers=4, cuda=False, vllm_platform="cpu") == []
