@@ -13,14 +13,20 @@ import torch
 def load_hf_model(model_path: str, dtype: str = "float32", quantization: str = "none",
                   device: str = "auto"):
     """(model, tokenizer) in eval mode; bitsandbytes 4bit/8bit when configured (CPU works).
+    A compressed-tensors checkpoint (e.g. W4A16) loads dequantized: the very weight values the
+    serving engine's kernels use, run dense (persona_steer.quantization).
 
     `device` is config `model.device`: auto = CUDA when torch sees a GPU, else CPU.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from persona_steer.devices import torch_device
+    from persona_steer.quantization import checkpoint_quantization, refuse_double
 
     target = torch_device(device)       # raises before any loading when cuda is missing
+    stored = checkpoint_quantization(model_path)
+    if quantization in ("4bit", "8bit"):
+        refuse_double(quantization, model_path, stored)
 
     tok = AutoTokenizer.from_pretrained(model_path)
     torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16,
@@ -34,6 +40,9 @@ def load_hf_model(model_path: str, dtype: str = "float32", quantization: str = "
             if quantization == "4bit" else BitsAndBytesConfig(load_in_8bit=True))
         if target != "cpu":
             kw["device_map"] = target          # needs `accelerate` (GPU machines)
+    elif stored == "compressed-tensors":
+        from transformers import CompressedTensorsConfig
+        kw["quantization_config"] = CompressedTensorsConfig(dequantize=True)
     model = AutoModelForCausalLM.from_pretrained(model_path, **kw).eval()
     if quantization == "none" and target != "cpu":
         model = model.to(target)

@@ -46,7 +46,9 @@ class ModelSettings(_Section):
         "auto", description="auto: extraction on CUDA when torch sees a GPU, else CPU; cuda/cpu: "
                             "exactly there (extraction and engine refuse to start elsewhere)")
     quantization: Literal["4bit", "8bit", "none"] = Field(
-        "none", description="extraction's HF model only (bitsandbytes); null == none")
+        "none", description="none (or null): the checkpoint as stored, a pre-quantized one served "
+                            "quantized; 4bit/8bit: quantize while loading (extraction: "
+                            "bitsandbytes; engine: vLLM online, GPU only). persona_steer.quantization")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
     tensor_parallel_size: int = Field(
         1, ge=1, description="GPUs (CPU: worker processes) each layer is split across; the "

@@ -42,6 +42,27 @@ def model_dims(settings: Settings, local_only: bool = False) -> tuple[int, int]:
     return cfg.hidden_size, cfg.num_hidden_layers
 
 
+def _quantization(settings: Settings, platform: str | None) -> list[str]:
+    """What the engine's start check (persona_steer.quantization) would refuse, ahead of time;
+    or, where in-flight quantization runs, that engine and extraction quantize differently."""
+    from persona_steer.config import ConfigError
+    from persona_steer.quantization import IN_FLIGHT, engine_quantization
+    from persona_steer.testmodels import resolve_model
+
+    m = settings.model
+    try:             # a hub id is not downloaded: only a local config.json is read
+        engine_quantization(settings, resolve_model(m.name, settings.path("cache")), platform)
+    except ConfigError as err:
+        return [f"{err} (the server's engine will refuse to start)"]
+    except Exception:        # an unreadable model is reported by the layer check
+        return []
+    if m.quantization == "none":
+        return []
+    return [f"model.quantization: {m.quantization}: the server's engine quantizes with vLLM's "
+            f"online {IN_FLIGHT[m.quantization]}, extraction with bitsandbytes (their weights "
+            "differ slightly; docs/quantization.md)"]
+
+
 def _outside(spec, num_layers: int) -> list[int]:
     if spec == "all":
         return []
@@ -83,9 +104,8 @@ def check_settings(settings: Settings, num_layers: int | None = None,
     if m.device != "auto" and platform is not None and platform != m.device:
         out.append(f"model.device: {m.device}, but the installed vLLM runs on {platform}: the "
                    f"server's engine will refuse to start; use auto or {platform}")
+    out.extend(_quantization(settings, platform))
     if m.quantization != "none":
-        out.append(f"model.quantization: {m.quantization} applies to extraction's transformers "
-                   f"model only; the server's engine serves {m.name} at dtype {m.dtype}")
         try:
             import bitsandbytes  # noqa: F401
         except Exception:

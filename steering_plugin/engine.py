@@ -12,6 +12,7 @@ from typing import Any
 
 from persona_steer.config import ConfigError, Settings
 from persona_steer.devices import check_engine_device, vllm_platform
+from persona_steer.quantization import engine_quantization
 from steering_plugin import ARCH, cpu_wait
 
 
@@ -74,7 +75,12 @@ def cpu_thread_binding(workers: int) -> str:
 
 
 def engine_kwargs(settings: Settings, model_path: str, **extra: Any) -> dict[str, Any]:
-    """Keyword arguments for `vllm.LLM(...)` / `AsyncEngineArgs(...)` with steering enabled."""
+    """Keyword arguments for `vllm.LLM(...)` / `AsyncEngineArgs(...)` with steering enabled.
+
+    Quantization (persona_steer.quantization): a pre-quantized checkpoint is left to vLLM to
+    detect from its config.json, as `vllm serve` does; `model.quantization: 4bit|8bit` asks for
+    vLLM's in-flight quantization (GPU). What this machine cannot run is refused here, in one
+    line, before any weights load."""
     m = settings.model
     check_engine_device(m.device)
     if m.pipeline_parallel_size > 1 and m.enforce_eager and _on_cpu():
@@ -83,6 +89,7 @@ def engine_kwargs(settings: Settings, model_path: str, **extra: Any) -> dict[str
         raise ConfigError("model.enforce_eager: true cannot run with model.pipeline_parallel_size "
                           "> 1 on CPU (vLLM 0.32's CPU worker then never allocates the pipeline "
                           "buffers); set enforce_eager: false")
+    quantization = engine_quantization(settings, model_path, vllm_platform())
     export_engine_env(settings)
     kw: dict[str, Any] = dict(
         model=model_path,
@@ -98,6 +105,7 @@ def engine_kwargs(settings: Settings, model_path: str, **extra: Any) -> dict[str
         hf_overrides=steering_overrides(settings),
         seed=settings.extraction.seed,
         generation_config=m.generation_config,
+        **quantization,
     )
     if _on_cpu():
         # vLLM 0.32 on CPU kills the engine when a request with its own `seed` has its prefill

@@ -69,7 +69,7 @@ ATTACH_ENV = "PERSONA_STEER_TEST_ATTACH"
 ENGINE_FIXTURES = frozenset({
     "server", "steer_vectors", "live",                       # tests/conftest.py, tests/clients
     "defaults_server", "disk_server", "auto_len_server",     # tests/server
-    "grace_server",
+    "grace_server", "w4a16_server",
     "plugin_env", "stock_llm",                               # tests/plugin
     "ext_llm",                                               # tests/extraction
     "toy_server", "first_run",                               # tests/toy

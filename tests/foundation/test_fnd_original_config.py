@@ -76,13 +76,16 @@ def test_check_warns_about_what_does_not_fit_the_served_model(original_cfg):
     assert "extraction.target_layers: layers [24, 26, 28, 30, 32, 34, 36, 38] do not exist" in text
     assert "model.device: cuda, but torch sees no CUDA GPU" in text
     assert "model.device: cuda, but the installed vLLM runs on cpu" in text
-    assert "model.quantization: 4bit applies to extraction's transformers model only" in text
+    assert ("model.quantization: 4bit quantizes in flight on a GPU only (vLLM's online mxfp4) "
+            "and vLLM here runs on cpu") in text
+    assert "(the server's engine will refuse to start)" in text
     assert "steering.steering_scale: 0.1 steers 10x weaker than 1.0" in text
     # on a GPU machine with the 40-layer model it was written for, only the scale and the
     # quantization note remain
     fits = check_settings(s, num_layers=40, cuda=True, vllm_platform="cuda")
     assert not any(w.startswith(("extraction.target_layers", "model.device")) for w in fits)
     assert any(w.startswith("steering.steering_scale") for w in fits)
+    assert any("vLLM's online mxfp4" in w for w in fits)
 
 
 def test_shipped_config_has_no_warnings():

@@ -17,13 +17,16 @@ def _bogus_model(root):
     return str(bogus)
 
 
-@pytest.mark.parametrize("case", ["too-long", "not-a-model"])
+@pytest.mark.parametrize("case", ["too-long", "not-a-model", "4bit-on-cpu"])
 def test_engine_start_failure_is_one_line_naming_the_key_then_exit_2(tmp_path, tiny_model, case):
     """A supervisor sees the process exit 2 (not a server answering 503 forever), and the last
     line on stderr says what failed and which key to change."""
     if case == "too-long":     # the tiny model's context is 4096
         model, overrides, key = tiny_model, {"model": {"max_model_len": 8192}}, \
             "model.max_model_len"
+    elif case == "4bit-on-cpu":    # in-flight quantization is GPU-only: refused before loading
+        model, overrides, key = tiny_model, {"model": {"quantization": "4bit"}}, \
+            "model.quantization"
     else:
         model, overrides, key = _bogus_model(tmp_path), {}, "model.name"
     write_server_config(tmp_path, model, overrides)
@@ -34,6 +37,9 @@ def test_engine_start_failure_is_one_line_naming_the_key_then_exit_2(tmp_path, t
     assert last.startswith("error: engine failed to start: ") and key in last, last
     if case == "too-long":
         assert "8192" in last and "4096" in last, last
+    if case == "4bit-on-cpu":
+        assert "pre-quantized 4-bit checkpoint" in last, last
+        assert "Initializing a V1 LLM engine" not in r.stderr   # no engine, no weights loaded
     assert "Traceback" not in r.stderr.split("persona_steer.server")[-1]
 
 
