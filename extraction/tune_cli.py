@@ -19,18 +19,21 @@ def _client(args, settings):
         raise CLIError(str(err)) from None
 
 
+def _check_args(args) -> None:
+    if args.all and args.name:
+        raise CLIError("--all tunes every persona and trait; leave out NAME")
+    if not args.all and not args.name:
+        raise CLIError("give a persona or trait NAME, or --all")
+
+
 def _targets(client, args) -> list[tuple[str, str]]:
     kinds = [args.kind] if args.kind else ["persona", "trait"]
     have = {k: [e["name"] for e in client.list_vectors(k)] for k in kinds}
     if args.all:
-        if args.name:
-            raise CLIError("--all tunes every persona and trait; leave out NAME")
         out = [(k, n) for k in kinds for n in have[k]]
         if not out:
             raise CLIError("the server has no personas or traits to tune")
         return out
-    if not args.name:
-        raise CLIError("give a persona or trait NAME, or --all")
     for k in kinds:
         if args.name in have[k]:
             return [(k, args.name)]
@@ -44,11 +47,19 @@ def _tune(args) -> int:
     from extraction.tune_scorers import TuneError
     from persona_steer.config import load_config
 
+    _check_args(args)
     overrides = list(args.overrides)
     if args.scorer:
         overrides.append(f"tune.scorer={args.scorer}")
     settings = load_config(args.config, overrides=overrides)
-    strengths = [float(x) for x in args.strengths.split(",")] if args.strengths else None
+    try:
+        strengths = [float(x) for x in args.strengths.split(",")] if args.strengths else None
+    except ValueError:
+        raise CLIError(f"--strengths: give numbers separated by commas, got {args.strengths!r}") from None
+    if strengths is not None and not all(0 < s < float("inf") for s in strengths):
+        raise CLIError("--strengths: every strength must be a finite number above 0")
+    if args.questions is not None and args.questions < 1:
+        raise CLIError("--questions must be at least 1")
     params = TuneParams.from_settings(settings, strengths=strengths,
                                       num_questions=args.questions, write=not args.dry_run)
     results = []
