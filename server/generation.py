@@ -153,7 +153,9 @@ def sampling_params(req: Any, max_tokens: int, steering: Steering, *, stream: bo
     if rf is not None and rf.type == "json_object":
         structured = StructuredOutputsParams(json_object=True)
     elif rf is not None and rf.type == "json_schema":
-        structured = StructuredOutputsParams(json=rf.json_schema.schema_)
+        # compact JSON, as OpenAI's: free whitespace lets a weak model loop until max_tokens
+        from persona_steer.structured import compact_json_constraint
+        structured = compact_json_constraint(rf.json_schema.schema_)
     defaults = defaults or {}
     picked = {name: value if (value := getattr(req, name, None)) is not None
               else defaults.get(name, openai_default)
