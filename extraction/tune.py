@@ -176,7 +176,8 @@ def tune(client, kind: str, name: str, scorer: Scorer, params: TuneParams,
         scorer.check(target)
     stored = vec.layers.tolist()
     current_layers = vec.recommended_layers() or stored
-    current_strength = vec.recommended_strength() or params.default_strength
+    tuned = vec.recommended_strength()
+    current_strength = params.default_strength if tuned is None else tuned
     sets = [sorted(s) for s in (params.layer_sets or layer_sets(stored, vec.meta_json("separation")))]
     bad = [s for s in sets if not s or not set(s) <= set(stored)]
     if bad:
