@@ -166,6 +166,12 @@ def format_info(info: dict) -> str:
         if key in m and m[key] not in ("", None):
             val = m[key] if isinstance(m[key], (str, int, float)) else json.dumps(m[key])
             lines.append(f"  {key:16s} {val}")
+    if "recommended_strength" in m or "recommended_layers" in m:
+        tuning = m.get("tuning") if isinstance(m.get("tuning"), dict) else {}
+        by = tuning.get("judge_model") or tuning.get("scorer") or "?"
+        when = f" {tuning['date']}" if tuning.get("date") else ""
+        lines.append(f"  {'recommended':16s} layers {m.get('recommended_layers')} strength "
+                     f"{m.get('recommended_strength')} (tuned{when} by {by})")
     sep, rn, vn = m.get("separation") or {}, m.get("residual_norm") or {}, m.get("vector_norm") or {}
     if isinstance(sep, dict) and sep:
         lines.append("  layer  separation  residual_norm  vector_norm")

@@ -68,16 +68,9 @@ def _per_request_seeds_ok() -> bool:
 
 
 def _json_constraint(schema: dict):
-    """Structured outputs for a JSON schema without free whitespace between tokens (the
-    engine-wide `disable_any_whitespace` cannot be set per request; a model that loops on
-    whitespace would otherwise never finish the JSON)."""
-    from vllm.sampling_params import StructuredOutputsParams
-    try:
-        import xgrammar
-        grammar = xgrammar.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False)
-        return StructuredOutputsParams(grammar=str(grammar))
-    except Exception:   # xgrammar missing or schema unsupported: let vLLM pick a backend
-        return StructuredOutputsParams(json=schema)
+    """Structured outputs for a JSON schema without free whitespace (persona_steer.structured)."""
+    from persona_steer.structured import compact_json_constraint
+    return compact_json_constraint(schema)
 
 
 class VLLMBackend(RolloutBackend):

@@ -5,6 +5,7 @@ Each area registers its own subcommands (small modules, one job each):
   extraction.cli           init, extract-axes, create, trait, equalize, info
   server.cli               serve
   clients.cli              list, load, unload, delete, clear-personas, generate, chat, status
+  extraction.tune_cli      tune
   extraction.toy_cli       toy train|eval|vectors
 Errors print one line (`error: ...`) and exit 2; no tracebacks for bad input.
 """
@@ -15,7 +16,7 @@ import importlib
 import sys
 
 COMMAND_MODULES = ["persona_steer.cli_core", "extraction.cli", "server.cli", "clients.cli",
-                   "extraction.toy_cli"]
+                   "extraction.tune_cli", "extraction.toy_cli"]
 
 
 class CLIError(Exception):

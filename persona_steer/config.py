@@ -154,6 +154,38 @@ class ClientSettings(_Section):
         return {k: getattr(self, k) for k in PENALTIES if getattr(self, k)}
 
 
+class JudgeSettings(_Section):
+    url: str = Field("", description="OpenAI-compatible base URL (.../v1 or the server's root) of "
+                                     "the judge; empty: the server being tuned, unsteered")
+    model: str = Field("", description="the judge's model id; empty: the judge server's first model")
+    api_key: Optional[str] = Field(None, description="bearer key for the judge; null: the "
+                                                     "tuned server's key when url is empty")
+    tries: int = Field(3, ge=1, le=10, description="asks per answer before an unreadable "
+                                                   "verdict stops the tune with an error")
+    max_tokens: int = Field(48, ge=8, description="room for the judge's JSON verdict")
+
+
+class TuneSettings(_Section):
+    # `persona-steer tune` (docs/tuning.md): a sweep of layer sets x strengths, scored 0-100 for
+    # trait expression and coherence; the highest expression with coherence >= min_coherence is
+    # stored with the vector and used by the server when a request gives no strength.
+    scorer: Literal["auto", "judge", "marker"] = Field(
+        "auto", description="auto: the toy model's style markers on builtin:toy-persona, else judge")
+    min_coherence: float = Field(80.0, ge=0, le=100)
+    strengths: list[float] = Field([0.5, 1.0, 1.5, 2.0, 3.0, 4.0], min_length=1)
+    num_questions: int = Field(8, ge=1, description="held-out questions per setting")
+    max_tokens: int = Field(96, ge=8, description="answer length per question")
+    concurrency: int = Field(16, ge=1, description="requests in flight to the server and judge")
+    judge: JudgeSettings = JudgeSettings()
+
+    @field_validator("strengths")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        if not all(x > 0 and x == x and x != float("inf") for x in v):
+            raise ValueError("strengths must be finite positive numbers")
+        return sorted(set(v))
+
+
 class PathSettings(_Section):
     datasets: str = "datasets"
     vectors: str = "vectors"
@@ -167,6 +199,7 @@ class Settings(_Section):
     steering: SteeringSettings = SteeringSettings()
     server: ServerSettings = ServerSettings()
     clients: ClientSettings = ClientSettings()
+    tune: TuneSettings = TuneSettings()
     paths: PathSettings = PathSettings()
 
     # Where relative paths are resolved from: the config file's folder, else the current one

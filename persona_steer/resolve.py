@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from persona_steer.steering_spec import SteeringSpec
-from persona_steer.store import VectorStore
+from persona_steer.store import VectorNotFound, VectorStore
 from persona_steer.vector_format import AXIS_NAME, SteeringVector, VectorFormatError, combine
 
 
@@ -28,12 +28,25 @@ def load_checked(store: VectorStore, kind: str, name: str, shape: ModelShape) ->
     vec = store.load(kind, name)
     vec.check_compatible(shape.hidden_size, shape.model_id, shape.num_layers)
     if shape.steerable_layers is not None and kind != "axis":
-        outside = sorted(set(vec.layers.tolist()) - set(shape.steerable_layers))
+        outside = sorted(set(vec.steered_rows()[0].tolist()) - set(shape.steerable_layers))
         if outside:
             raise VectorFormatError(
                 f"{kind} '{name}' uses layers {outside}, which this engine does not steer "
                 f"(steering.layers: {list(shape.steerable_layers)})")
     return vec
+
+
+def default_strength(store: VectorStore, persona: str | None, fallback: float) -> float:
+    """The weight a request that names `persona` and no strength gets: the persona's tuned
+    `recommended_strength` (persona-steer tune), else `fallback` (steering.default_strength).
+    A missing or unreadable persona gets the fallback here and its clear error later."""
+    if not persona:
+        return fallback
+    try:
+        tuned = store.load("persona", persona).recommended_strength()
+    except (VectorFormatError, VectorNotFound, ValueError):
+        return fallback
+    return fallback if tuned is None else tuned
 
 
 def content_hashes(spec: SteeringSpec, store: VectorStore, shape: ModelShape) -> dict[str, str]:

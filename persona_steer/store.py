@@ -53,11 +53,12 @@ class VectorEntry:
     model: str
     description: str
     content_hash: str
+    recommended: dict | None = None       # tuned {"layers", "strength"} (persona-steer tune)
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "name": self.name, "hidden_size": self.hidden_size,
                 "layers": self.layers, "model": self.model, "description": self.description,
-                "content_hash": self.content_hash}
+                "content_hash": self.content_hash, "recommended": self.recommended}
 
 
 class VectorStore:
@@ -142,7 +143,7 @@ class VectorStore:
                 self.errors.pop(f"{k}/{name}", None)
                 out.append(VectorEntry(k, name, self.path_for(k, name), vec.hidden_size,
                                        vec.layers.tolist(), vec.model, vec.description,
-                                       vec.content_hash()))
+                                       vec.content_hash(), recommended(vec)))
         return out
 
     def content_hash(self, kind: str, name: str) -> str:
@@ -187,6 +188,15 @@ class VectorStore:
         for name in names:
             self.delete(kind, name)
         return len(names)
+
+
+def recommended(vec: SteeringVector) -> dict | None:
+    """A vector's tuned setting as the API lists it, or None when it was never tuned."""
+    strength = vec.recommended_strength()
+    layers = vec.recommended_layers()
+    if strength is None and layers is None:
+        return None
+    return {"layers": layers, "strength": strength}
 
 
 def _valid(name: str) -> bool:

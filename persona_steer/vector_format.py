@@ -7,6 +7,10 @@ One safetensors file per vector:
             activation, used by extraction as the persona baseline).
   metadata  str -> str; required: kind, name, description, model, hidden_size, format_version.
             Structured values (lists, per-layer dicts) are JSON strings.
+            Tuning (`persona-steer tune`, docs/tuning.md) adds `recommended_layers` (JSON list,
+            a subset of `layers`: steering adds only these rows), `recommended_strength` (the
+            weight a request that names this persona and no strength gets) and `tuning` (JSON:
+            scorer, judge, date, threshold, the sweep's table).
 """
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 REQUIRED_METADATA = ("kind", "name", "description", "model", "hidden_size", "format_version")
 # Percentiles of assistant-response projections recorded in an axis file (for capping).
 AXIS_PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
+# metadata written by tuning (extraction/tune.py); only persona and trait vectors carry them
+RECOMMENDED_LAYERS, RECOMMENDED_STRENGTH, TUNING = "recommended_layers", "recommended_strength", "tuning"
 
 
 class VectorFormatError(ValueError):
@@ -90,6 +96,36 @@ class SteeringVector:
     def per_layer(self) -> dict[int, torch.Tensor]:
         return {int(layer): self.vectors[i] for i, layer in enumerate(self.layers.tolist())}
 
+    def recommended_layers(self) -> list[int] | None:
+        """The tuned layers (a subset of `layers`), or None: steering adds every row."""
+        value = self.meta_json(RECOMMENDED_LAYERS)
+        return None if value is None else [int(x) for x in value]
+
+    def recommended_strength(self) -> float | None:
+        raw = self.metadata.get(RECOMMENDED_STRENGTH)
+        return None if raw is None else float(raw)
+
+    def steered_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(layers, vectors) that steering adds: every row, or only those at the tuned
+        `recommended_layers` (the file keeps every extracted row, so a new tune can widen)."""
+        chosen = self.recommended_layers()
+        if chosen is None:
+            return self.layers, self.vectors
+        wanted = set(chosen)
+        keep = [i for i, layer in enumerate(self.layers.tolist()) if layer in wanted]
+        return self.layers[keep], self.vectors[keep]
+
+    def with_recommendation(self, layers: list[int], strength: float,
+                            tuning: dict[str, Any]) -> "SteeringVector":
+        """A copy carrying a tuned setting (the one way tuning writes it); validated."""
+        meta = dict(self.metadata)
+        meta[RECOMMENDED_LAYERS] = json.dumps(sorted(int(x) for x in layers))
+        meta[RECOMMENDED_STRENGTH] = repr(float(strength))
+        meta[TUNING] = json.dumps(tuning)
+        vec = SteeringVector(self.kind, self.name, self.vectors, self.layers, meta, dict(self.extra))
+        vec.validate()
+        return vec
+
     def meta_json(self, key: str, default: Any = None) -> Any:
         raw = self.metadata.get(key)
         if raw is None:
@@ -100,13 +136,16 @@ class SteeringVector:
             return raw
 
     def content_hash(self) -> str:
-        """Hash of what changes the model's output: layers and vector values (not metadata).
-
-        For the axis, its `projection_stats` (the capping thresholds) count too.
+        """Hash of what changes the model's output: the steered rows' layers and values (not
+        other metadata), so a tuned `recommended_layers` counts and an untuned vector keeps
+        the hash it always had. For the axis, its `projection_stats` (the capping thresholds)
+        count too. (`recommended_strength` does not: the server turns it into the request's
+        weight, which the request's own cache key holds.)
         """
+        layers, vectors = self.steered_rows()
         h = hashlib.sha256()
-        h.update(self.layers.contiguous().numpy().tobytes())
-        h.update(self.vectors.detach().contiguous().numpy().tobytes())
+        h.update(layers.contiguous().numpy().tobytes())
+        h.update(vectors.detach().contiguous().numpy().tobytes())
         if self.kind == "axis" and "projection_stats" in self.metadata:
             h.update(b"projection_stats")
             h.update(self.metadata["projection_stats"].encode())
@@ -141,6 +180,25 @@ class SteeringVector:
                 f"metadata hidden_size={self.metadata['hidden_size']} but vectors have {v.shape[1]}")
         if not all(isinstance(k, str) and isinstance(x, str) for k, x in self.metadata.items()):
             raise VectorFormatError("metadata must map strings to strings")
+        self._validate_recommendation()
+
+    def _validate_recommendation(self) -> None:
+        if RECOMMENDED_LAYERS in self.metadata:
+            chosen = self.meta_json(RECOMMENDED_LAYERS)
+            if (not isinstance(chosen, list) or not chosen
+                    or not all(isinstance(x, int) and not isinstance(x, bool) for x in chosen)
+                    or not set(chosen) <= set(self.layers.tolist())):
+                raise VectorFormatError(
+                    f"metadata {RECOMMENDED_LAYERS} must be a non-empty JSON list of the vector's "
+                    f"layers {self.layers.tolist()}, got {self.metadata[RECOMMENDED_LAYERS]!r}")
+        if RECOMMENDED_STRENGTH in self.metadata:
+            try:
+                value = float(self.metadata[RECOMMENDED_STRENGTH])
+            except ValueError:
+                value = float("nan")
+            if not math.isfinite(value):
+                raise VectorFormatError(f"metadata {RECOMMENDED_STRENGTH} must be a finite number, "
+                                        f"got {self.metadata[RECOMMENDED_STRENGTH]!r}")
 
     def check_compatible(self, hidden_size: int, model: str | None = None,
                          num_layers: int | None = None) -> None:
@@ -228,5 +286,6 @@ def combine(weighted: list[tuple[SteeringVector, float]], scale: float,
         if int(vec.layers.max()) >= num_layers:
             raise VectorFormatError(f"{vec.kind} '{vec.name}' uses layer {int(vec.layers.max())}, "
                                     f"the model has {num_layers} layers")
-        delta.index_add_(0, vec.layers, vec.vectors * float(weight))
+        layers, rows = vec.steered_rows()
+        delta.index_add_(0, layers, rows * float(weight))
     return delta * float(scale)

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Optional
 
-from persona_steer.resolve import content_hashes
+from persona_steer.resolve import content_hashes, default_strength
 from persona_steer.steering_spec import SteeringSpec, SteeringSpecError, build_spec
 from persona_steer.store import VectorNotFound
 from persona_steer.vector_format import VectorFormatError
@@ -66,8 +66,8 @@ def resolve_steering(state: ServerState, fields: Any, model: Optional[str] = Non
                       blend=getattr(fields, "blend", None), traits=getattr(fields, "traits", None),
                       scale=state.scale if scale is None else scale,
                       safety=getattr(fields, "safety", None),
-                      default_strength=s.default_strength, default_safety=s.safety.default,
-                      max_weight=s.max_weight)
+                      default_strength=default_strength(state.store, persona, s.default_strength),
+                      default_safety=s.safety.default, max_weight=s.max_weight)
     if spec.is_noop:
         return Steering(None, None, None, {**spec.to_dict(), "steered": False})
     for kind, name, _ in spec.weighted():
@@ -153,7 +153,9 @@ def sampling_params(req: Any, max_tokens: int, steering: Steering, *, stream: bo
     if rf is not None and rf.type == "json_object":
         structured = StructuredOutputsParams(json_object=True)
     elif rf is not None and rf.type == "json_schema":
-        structured = StructuredOutputsParams(json=rf.json_schema.schema_)
+        # compact JSON, as OpenAI's: free whitespace lets a weak model loop until max_tokens
+        from persona_steer.structured import compact_json_constraint
+        structured = compact_json_constraint(rf.json_schema.schema_)
     defaults = defaults or {}
     picked = {name: value if (value := getattr(req, name, None)) is not None
               else defaults.get(name, openai_default)

@@ -34,6 +34,8 @@ log = logging.getLogger("persona_steer.server.jobs")
 JOB_KINDS: dict[str, tuple[str, str]] = {
     "persona": ("server.jobs:_persona_target", "persona"),
     "trait": ("server.jobs:_trait_target", "trait"),
+    "tune_persona": ("server.jobs:_tune_target", "persona"),
+    "tune_trait": ("server.jobs:_tune_target", "trait"),
 }
 
 
@@ -50,6 +52,23 @@ def _trait_target(settings: Settings, *, word: str, opposite: str, name=None, pr
     from extraction.jobs import run_trait_job
     vec = run_trait_job(settings, word, opposite, name=name, progress=progress, **opts)
     return {"kind": "trait", "name": getattr(vec, "name", name or word)}
+
+
+def _tune_target(settings: Settings, *, kind: str, name: str, strengths=None,
+                 num_questions=None, scorer=None, min_coherence=None, write=True,
+                 progress=None, base_url: str,
+                 api_key=None, **_backend) -> dict:
+    """`persona-steer tune` through this server's own API (loopback; extraction/tune.py)."""
+    from clients.client import PersonaSteerClient
+    from extraction.tune import TuneParams, make_scorer, tune
+    params = TuneParams.from_settings(settings, strengths=strengths, num_questions=num_questions,
+                                      min_coherence=min_coherence, write=write)
+    root = base_url[:-3] if base_url.endswith("/v1") else base_url
+    with PersonaSteerClient(root, api_key=api_key) as client:
+        result = tune(client, kind, name, make_scorer(settings, client, scorer), params,
+                      lambda done, total, what: progress(stage="tune", done=done, total=total,
+                                                         message=what))
+    return {"kind": kind, "name": name, "tune": result.to_dict()}
 
 
 def _worker_main(target: str, settings_data: dict, base_dir: str, params: dict,

@@ -1,5 +1,6 @@
 """Job endpoints: POST /api/personas (description or archetype), POST /api/traits (word +
-opposite) start extraction jobs; GET /api/jobs, GET /api/jobs/{id}, GET /api/jobs/{id}/events
+opposite) start extraction jobs; POST /api/{personas,traits}/{name}/tune starts a tuning job
+(extraction/tune.py through this server's own API); GET /api/jobs, GET /api/jobs/{id}, GET /api/jobs/{id}/events
 (SSE progress), DELETE /api/jobs/{id} (cancel)."""
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from server.deps import get_state
 from server.errors import APIError
 from server.jobs import TERMINAL, job_view
 from server.openapi import SSE, WITH_BODY, errors
-from server.schemas import PersonaCreate, TraitCreate
+from server.schemas import NamePath, PersonaCreate, TraitCreate, TuneRequest
+from persona_steer.store import VectorNotFound
 
 router = APIRouter()
 
@@ -94,6 +96,32 @@ async def create_trait(body: TraitCreate, request: Request):
     rec = jobs.submit("trait", {"word": word, "opposite": opposite, "name": name}, name)
     return JSONResponse({"job": job_view(rec)}, status_code=202,
                         headers={"Location": f"/api/jobs/{rec['id']}"})
+
+
+def _register_tune(collection: str, kind: str) -> None:
+    @router.post(f"/api/{collection}/{{name}}/tune", name=f"tune_{kind}", status_code=202,
+                 responses={**STARTED, **errors(404)})
+    async def tune_vector(name: NamePath, request: Request, body: TuneRequest | None = None):
+        """Sweep layer sets x strengths on held-out questions, score each answer (config
+        tune.*), and store the most expressive coherent setting with the vector
+        (docs/tuning.md). Progress: GET /api/jobs/{id}/events."""
+        state, jobs = _jobs(request)
+        _check_name(name)
+        if not state.store.exists(kind, name):
+            raise VectorNotFound(kind, name, state.store.names(kind))
+        active = jobs.active_for(kind, name)
+        if active:
+            raise APIError(409, f"a job is already working on {kind} '{name}' (job {active['id']})",
+                           param="name", code="job_in_progress")
+        params = {"kind": kind, "name": name,
+                  **(body.model_dump(exclude_none=True) if body is not None else {})}
+        rec = jobs.submit(f"tune_{kind}", params, name)
+        return JSONResponse({"job": public(rec)}, status_code=202,
+                            headers={"Location": f"/api/jobs/{rec['id']}"})
+
+
+_register_tune("personas", "persona")
+_register_tune("traits", "trait")
 
 
 @router.get("/api/jobs")

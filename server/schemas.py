@@ -238,6 +238,17 @@ class EqualizeRequest(BaseModel):
     kind: Literal["persona", "trait"] = "persona"
 
 
+class TuneRequest(BaseModel):
+    """POST /api/{personas,traits}/{name}/tune: each field left out comes from config tune.*."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+    strengths: Optional[list[Annotated[float, Field(gt=0, allow_inf_nan=False)]]] = Field(
+        None, min_length=1, max_length=32)
+    num_questions: Optional[Annotated[int, Field(ge=1, le=200)]] = None
+    scorer: Optional[Literal["auto", "judge", "marker"]] = None
+    min_coherence: Optional[Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]] = None
+    write: bool = Field(True, description="store the pick with the vector (false: measure only)")
+
+
 class PersonaCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 

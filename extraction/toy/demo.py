@@ -46,5 +46,21 @@ def build_demo_vectors(settings, out: Path, *, num_questions: int = 20,
     equalize_norms(VectorStore(out), list(DEMO_PERSONAS))
     log_fn("personas equalized")
     store = VectorStore(out)
+    stamp_recommended(store)
+    log_fn("recommended setting stored with each persona and trait")
     return [f"{e.kind}:{e.name}" for e in store.list()]
+
+
+def stamp_recommended(store: VectorStore) -> int:
+    """Store the toy model's measured setting (extraction.toy.RECOMMENDED, from `persona-steer
+    toy eval`'s sweep) with each demo persona and trait, as `persona-steer tune` would: the toy
+    model carries its own setting, so the global config can default to a real model's."""
+    from extraction.toy import RECOMMENDED
+    tuning = {"scorer": "marker", "source": "extraction.toy.RECOMMENDED: the sweep of "
+                                            "`persona-steer toy eval` (docs/toy-model.md)"}
+    names = [("persona", p) for p in DEMO_PERSONAS] + [("trait", w) for w, _ in DEMO_TRAITS]
+    for kind, name in names:
+        vec = store.load(kind, name)
+        store.save(vec.with_recommendation(RECOMMENDED["layer_list"], RECOMMENDED["strength"], tuning))
+    return len(names)
 

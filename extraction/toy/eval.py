@@ -302,7 +302,8 @@ def restricted(settings, name: str, layers: list[int], new_name: str, kind: str 
         raise ValueError(f"{kind} '{name}' has no rows at layers {layers} (it has "
                          f"{sorted(vec.per_layer())}); extract with extraction.target_layers=all")
     meta = {k: v for k, v in vec.metadata.items()
-            if k not in ("kind", "name", "description", "model", "hidden_size", "format_version")}
+            if k not in ("kind", "name", "description", "model", "hidden_size", "format_version",
+                         "recommended_layers", "recommended_strength", "tuning")}  # its own rows
     meta["derived_from"] = name
     meta["layers_kept"] = json.dumps(sorted(rows))
     store.save(SteeringVector.build(kind, new_name, rows, model=vec.model, description=vec.description,

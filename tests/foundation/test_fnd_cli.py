@@ -54,7 +54,8 @@ def test_config_show_with_file_env_and_set(cfg):
     assert shown["server"]["port"] == 9100          # --set beats env
     assert shown["model"]["dtype"] == "bfloat16"     # env beats file
     assert shown["steering"]["safety"]["percentile"] == 25
-    assert set(shown) == {"model", "extraction", "steering", "server", "clients", "paths"}
+    assert set(shown) == {"model", "extraction", "steering", "server", "clients", "tune",
+                          "paths"}
 
 
 def test_config_options_also_after_the_command(cfg, tmp_path):

@@ -36,11 +36,13 @@ def test_repo_config_loads_and_matches_documented_defaults():
     assert s.model.dtype == "float32"
     assert s.server.port == 8000 and s.server.host == "127.0.0.1"
     assert s.steering.layers == "all" and s.steering.steering_scale == 1.0
-    # the steering setting measured best on the toy model (extraction.toy.RECOMMENDED)
+    # a real model's start: every layer stored, tune picks (the toy's demo vectors carry the toy
+    # model's own measured setting, extraction.toy.RECOMMENDED: tests/toy/test_toy_demo.py)
     from extraction.toy import RECOMMENDED
+    assert s.extraction.target_layers == "all"
     assert s.steering.default_strength == RECOMMENDED["strength"]
-    assert s.extraction.target_layers == RECOMMENDED["layer_list"]
     assert s.extraction.position == RECOMMENDED["position"]
+    assert s.tune.scorer == "auto" and s.tune.judge.url == ""
     assert s.steering.safety.percentile == 25
     assert s.paths.vectors == "vectors"
     # every key the file holds is a real setting: the file's tree equals the typed dump's shape

@@ -5,9 +5,10 @@ codes, content types, headers and bodies as declared, schema-valid requests acce
 ones refused with a 4xx, a method the path lacks answered 405 with an Allow header, ...
 
 Bounded: a few examples per operation and phase, so it runs in about two minutes on the 2-core
-machine. Left out: POST /api/personas and POST /api/traits, because every accepted request starts
-an extraction job that rolls out through the same engine for minutes, slowing every later test
-(their codes and errors are covered by tests/server/test_srv_jobs_*.py and test_srv_errors.py);
+machine. Left out: POST /api/personas and POST /api/traits (and POST .../{name}/tune), because
+every accepted request starts an extraction (tuning) job that rolls out through the same engine
+for minutes, slowing every later test (their codes and errors are covered by
+tests/server/test_srv_jobs_*.py, test_srv_errors.py and test_srv_tune_live.py);
 PUT /api/{personas,traits}/{name}/vector, because its body is a safetensors file, a format a
 JSON schema cannot describe (so every generated "valid" body is refused), and an accepted one
 would add vectors to the shared store (uploads: test_srv_rest.py, test_srv_store_disk.py).
@@ -27,7 +28,7 @@ MAX_EXAMPLES = 5
 # prompt must fit the context, a rule across fields that a JSON schema cannot state (the
 # document says it in words; test_srv_errors.py tests the 400).
 FUZZ_MAX_TOKENS = 8
-JOB_STARTERS = r"^/api/(personas|traits)$"
+JOB_STARTERS = r"^/api/(personas|traits)(/\{name\}/tune)?$"
 UPLOADS = r"^/api/(personas|traits)/\{name\}/vector$"
 
 
