@@ -116,7 +116,7 @@ def _register_tune(collection: str, kind: str) -> None:
         params = {"kind": kind, "name": name,
                   **(body.model_dump(exclude_none=True) if body is not None else {})}
         rec = jobs.submit(f"tune_{kind}", params, name)
-        return JSONResponse({"job": public(rec)}, status_code=202,
+        return JSONResponse({"job": job_view(rec)}, status_code=202,
                             headers={"Location": f"/api/jobs/{rec['id']}"})
 
 
