@@ -16,6 +16,8 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
+from persona_steer.structured import json_schema_constraint
+
 log = logging.getLogger(__name__)
 
 BACKENDS = ("vllm", "hf", "openai")
@@ -67,19 +69,6 @@ def _per_request_seeds_ok() -> bool:
     return torch.cuda.is_available()
 
 
-def _json_constraint(schema: dict):
-    """Structured outputs for a JSON schema without free whitespace between tokens (the
-    engine-wide `disable_any_whitespace` cannot be set per request; a model that loops on
-    whitespace would otherwise never finish the JSON)."""
-    from vllm.sampling_params import StructuredOutputsParams
-    try:
-        import xgrammar
-        grammar = xgrammar.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False)
-        return StructuredOutputsParams(grammar=str(grammar))
-    except Exception:   # xgrammar missing or schema unsupported: let vLLM pick a backend
-        return StructuredOutputsParams(json=schema)
-
-
 class VLLMBackend(RolloutBackend):
     name = "vllm"
 
@@ -111,7 +100,7 @@ class VLLMBackend(RolloutBackend):
         from vllm.inputs import TokensPrompt
         sp = SamplingParams(max_tokens=max_tokens, temperature=temperature,
                             seed=seed if _per_request_seeds_ok() else None,
-                            structured_outputs=_json_constraint(schema))
+                            structured_outputs=json_schema_constraint(schema))
         out = self.llm.generate([TokensPrompt(prompt_token_ids=list(prompt_ids))], sp, use_tqdm=False)
         return out[0].outputs[0].text
 

@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator, Optional
 from persona_steer.resolve import content_hashes
 from persona_steer.steering_spec import SteeringSpec, SteeringSpecError, build_spec
 from persona_steer.store import VectorNotFound
+from persona_steer.structured import json_schema_constraint
 from persona_steer.vector_format import VectorFormatError
 
 from server.errors import APIError
@@ -153,7 +154,7 @@ def sampling_params(req: Any, max_tokens: int, steering: Steering, *, stream: bo
     if rf is not None and rf.type == "json_object":
         structured = StructuredOutputsParams(json_object=True)
     elif rf is not None and rf.type == "json_schema":
-        structured = StructuredOutputsParams(json=rf.json_schema.schema_)
+        structured = json_schema_constraint(rf.json_schema.schema_)
     defaults = defaults or {}
     picked = {name: value if (value := getattr(req, name, None)) is not None
               else defaults.get(name, openai_default)
