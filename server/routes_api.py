@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import ValidationError
 
 from persona_steer.store import VectorNotFound
+from persona_steer.toy_demo import recommended
 from persona_steer.vector_format import SteeringVector, VectorFormatError, validate_name
 
 from server import lifecycle
@@ -109,6 +110,8 @@ def _name(name: str) -> str:
 def _entry(state: ServerState, e) -> dict:
     d = e.to_dict()
     d["loaded"] = state.is_loaded(e.kind, e.name)
+    if e.kind == "persona":     # strength/decoding a client should offer first (or null)
+        d["recommended"] = recommended(state.settings.model.name, e.kind, e.name, e.content_hash)
     return d
 
 
@@ -136,6 +139,9 @@ def _register_vector_routes(collection: str) -> None:
         state = get_state(request)
         info = state.store.info(kind, _name(name))
         info["loaded"] = state.is_loaded(kind, name)
+        if kind == "persona":
+            info["recommended"] = recommended(state.settings.model.name, kind, name,
+                                              info["content_hash"])
         return info
 
     @router.delete(f"/api/{collection}/{{name}}", name=f"delete_{kind}",
