@@ -399,6 +399,11 @@ async function refreshStatus() {
     $(id).dataset.statusValue = String(value);
     if (!$(id).dataset.touched && !recommendedFor(id)) $(id).value = String(value);
   }
+  // the strength slider starts at the server's default (steering.default_strength)
+  if (typeof st.default_strength === "number") {
+    $("strength").dataset.statusValue = String(st.default_strength);
+    if (!$("strength").dataset.touched && !recommendedFor("strength")) $("strength").value = String(st.default_strength);
+  }
   updateCurrent();
 }
 
@@ -878,7 +883,7 @@ function init() {
   });
   $("steer-clear").addEventListener("click", () => {
     $("persona").value = "";
-    $("strength").value = "1";
+    $("strength").value = $("strength").dataset.statusValue || "1";
     delete $("strength").dataset.touched;
     $("safety").checked = false;
     state.blend = {};
