@@ -142,7 +142,7 @@ def test_positions_and_target_layers(vllm_root, ext_llm):
 
 
 def test_persona_from_description_fails_clearly(vllm_root, ext_llm):
-    s = ext_settings(vllm_root)
+    s = ext_settings(vllm_root, extraction__writer__fallback="none")    # config.yaml: template
     before = sorted(p.name for p in (vllm_root / "vectors").rglob("*"))
     events = []
     with pytest.raises(ExtractionError) as info:
