@@ -16,6 +16,8 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
+from persona_steer.structured import json_schema_constraint
+
 log = logging.getLogger(__name__)
 
 BACKENDS = ("vllm", "hf", "openai")
@@ -67,12 +69,6 @@ def _per_request_seeds_ok() -> bool:
     return torch.cuda.is_available()
 
 
-def _json_constraint(schema: dict):
-    """Structured outputs for a JSON schema without free whitespace (persona_steer.structured)."""
-    from persona_steer.structured import compact_json_constraint
-    return compact_json_constraint(schema)
-
-
 class VLLMBackend(RolloutBackend):
     name = "vllm"
 
@@ -104,7 +100,7 @@ class VLLMBackend(RolloutBackend):
         from vllm.inputs import TokensPrompt
         sp = SamplingParams(max_tokens=max_tokens, temperature=temperature,
                             seed=seed if _per_request_seeds_ok() else None,
-                            structured_outputs=_json_constraint(schema))
+                            structured_outputs=json_schema_constraint(schema))
         out = self.llm.generate([TokensPrompt(prompt_token_ids=list(prompt_ids))], sp, use_tqdm=False)
         return out[0].outputs[0].text
 

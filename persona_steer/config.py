@@ -81,6 +81,27 @@ class ModelSettings(_Section):
         return "none" if v is None else v
 
 
+class WriterSettings(_Section):
+    # Who writes the system prompts for `create --description`: the served model (url ""), or a
+    # separate OpenAI-compatible model, for a served model too small to write them (the toy).
+    url: str = Field("", description='"": the served model; else a separate OpenAI-compatible '
+                                     "server's base URL (http(s)://host:port[/v1])")
+    model: str = Field("", description="the writer's model id; empty: the first it lists")
+    api_key_env: str = Field("", description="environment variable holding the writer's API key")
+    fallback: Literal["template", "none"] = Field(
+        "none", description="when the writer cannot write usable prompts: template (the "
+                                "description itself in five fixed second-person frames; the job "
+                                "says so) or none (the job fails)")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        v = v.strip()
+        if v and not re.match(r"https?://[^\s/]+", v):
+            raise ValueError("must be empty (the served model) or an http(s):// URL")
+        return v
+
+
 class ExtractionSettings(_Section):
     target_layers: LayerSpec = "all"
     max_new_tokens: int = Field(64, ge=1)
@@ -92,6 +113,7 @@ class ExtractionSettings(_Section):
     quality_filter: bool = False
     quality_threshold: int = Field(50, ge=0, le=100)
     seed: int = 0
+    writer: WriterSettings = WriterSettings()
 
     @field_validator("use_vllm", mode="before")
     @classmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 
-def compact_json_constraint(schema: dict):
+def json_schema_constraint(schema: dict):
     """vLLM StructuredOutputsParams for `schema`: an xgrammar grammar without free whitespace,
     or, when xgrammar is missing or does not support the schema (vLLM's own check, which would
     pick another backend for it), the schema itself (vLLM then picks; whitespace allowed)."""

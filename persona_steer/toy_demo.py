@@ -7,6 +7,8 @@ persona_steer/toy_model/vectors/. They are made by the toy tooling (extraction/t
 """
 from __future__ import annotations
 
+import functools
+import json
 import logging
 from pathlib import Path
 
@@ -16,6 +18,9 @@ from persona_steer.testmodels import TOY_MODEL_DIR
 
 TOY_MODEL = "builtin:toy-persona"
 VECTORS_DIR = "vectors"         # the demo vectors' folder inside the model folder
+DEFAULTS_FILE = "demo_defaults.json"   # per persona: recommended strength and decoding
+# what a persona's demo defaults may set: the steering strength and OpenAI decoding fields
+DEFAULT_FIELDS = ("strength", "temperature")
 # the toy corpus's six personas (extraction.toy.corpus.PERSONAS, same order) and its two trait
 # pairs: what the shipped vectors hold and what the toy proof measures
 DEMO_PERSONAS = ("pirate", "robot", "shakespearean", "valley_girl", "drill_sergeant",
@@ -45,3 +50,40 @@ def seed_demo_vectors(settings, store: VectorStore) -> int:
         log.info("empty vector store on the toy model: added its %d demo vectors to %s "
                  "(server.demo_vectors: off to skip)", len(files), store.root)
     return len(files)
+
+
+
+def demo_default_strengths() -> dict[str, float]:
+    """{persona: strength} as measured into the toy model's demo_defaults.json (stamped into the
+    shipped demo vectors as their recommended_strength by extraction.toy.demo.stamp_recommended)."""
+    data = json.loads((Path(TOY_MODEL_DIR) / DEFAULTS_FILE).read_text())
+    return {name: float(v["strength"]) for name, v in data["personas"].items()
+            if isinstance(v, dict) and "strength" in v}
+
+
+@functools.lru_cache(maxsize=1)
+def _demo_defaults() -> dict[str, dict]:
+    """{persona: {"strength", "temperature", "content_hash" of the shipped vector they were measured on}}."""
+    try:
+        data = json.loads((Path(TOY_MODEL_DIR) / DEFAULTS_FILE).read_text())
+        shipped = VectorStore(demo_dir())
+        return {name: {**{k: float(v[k]) for k in DEFAULT_FIELDS if k in v},
+                       "content_hash": shipped.content_hash("persona", name)}
+                for name, v in data["personas"].items() if isinstance(v, dict)}
+    except Exception as err:        # a broken file must not stop the server: no defaults
+        log.warning("the toy model's %s is unusable (%s): no recommended defaults", DEFAULTS_FILE, err)
+        return {}
+
+
+def recommended(model_name: str, kind: str, name: str, content_hash: str) -> dict[str, float] | None:
+    """The recommended defaults for one vector on the served model: {"strength": .., "temperature": ..},
+    or None. Today only the toy model's shipped demo personas have them (measured by
+    extraction/toy/defaults.py into the model folder's demo_defaults.json), and only while the
+    vector is the shipped one (same content hash): a re-extracted 'pirate' gets none. Clients
+    show them and send them until their user chooses otherwise; the API applies nothing itself."""
+    if model_name != TOY_MODEL or kind != "persona":
+        return None
+    d = _demo_defaults().get(name)
+    if d is None or d["content_hash"] != content_hash:
+        return None
+    return {k: d[k] for k in DEFAULT_FIELDS if k in d}

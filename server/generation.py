@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator, Optional
 from persona_steer.resolve import content_hashes, default_strength
 from persona_steer.steering_spec import SteeringSpec, SteeringSpecError, build_spec
 from persona_steer.store import VectorNotFound
+from persona_steer.structured import json_schema_constraint
 from persona_steer.vector_format import VectorFormatError
 
 from server.errors import APIError
@@ -154,8 +155,7 @@ def sampling_params(req: Any, max_tokens: int, steering: Steering, *, stream: bo
         structured = StructuredOutputsParams(json_object=True)
     elif rf is not None and rf.type == "json_schema":
         # compact JSON, as OpenAI's: free whitespace lets a weak model loop until max_tokens
-        from persona_steer.structured import compact_json_constraint
-        structured = compact_json_constraint(rf.json_schema.schema_)
+        structured = json_schema_constraint(rf.json_schema.schema_)
     defaults = defaults or {}
     picked = {name: value if (value := getattr(req, name, None)) is not None
               else defaults.get(name, openai_default)

@@ -19,6 +19,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import ValidationError
 
 from persona_steer.store import VectorNotFound
+from persona_steer.store import recommended as store_recommended
+from persona_steer.toy_demo import recommended
 from persona_steer.vector_format import SteeringVector, VectorFormatError, validate_name
 
 from server import lifecycle
@@ -109,7 +111,17 @@ def _name(name: str) -> str:
 def _entry(state: ServerState, e) -> dict:
     d = e.to_dict()
     d["loaded"] = state.is_loaded(e.kind, e.name)
+    d["recommended"] = _recommended(state, e.kind, e.name, e.content_hash, e.recommended)
     return d
+
+
+def _recommended(state: ServerState, kind: str, name: str, content_hash: str,
+                 tuned: dict | None) -> dict | None:
+    """What a client should offer first, or None: the vector's tuned {layers, strength}
+    (persona-steer tune; the server applies the strength itself when a request gives none),
+    joined with the toy demo's measured {strength, temperature} for its shipped personas."""
+    demo = recommended(state.settings.model.name, kind, name, content_hash)
+    return {**(tuned or {}), **(demo or {})} or None
 
 
 def _list(state: ServerState, kind: str) -> dict:
@@ -136,6 +148,9 @@ def _register_vector_routes(collection: str) -> None:
         state = get_state(request)
         info = state.store.info(kind, _name(name))
         info["loaded"] = state.is_loaded(kind, name)
+        vec = state.store.load(kind, name)
+        info["recommended"] = _recommended(state, kind, name, info["content_hash"],
+                                           store_recommended(vec))
         return info
 
     @router.delete(f"/api/{collection}/{{name}}", name=f"delete_{kind}",

@@ -54,13 +54,21 @@ def build_demo_vectors(settings, out: Path, *, num_questions: int = 20,
 def stamp_recommended(store: VectorStore) -> int:
     """Store the toy model's measured setting (extraction.toy.RECOMMENDED, from `persona-steer
     toy eval`'s sweep) with each demo persona and trait, as `persona-steer tune` would: the toy
-    model carries its own setting, so the global config can default to a real model's."""
+    model carries its own setting, so the global config can default to a real model's.
+    A persona measured by `python -m extraction.toy.defaults` (demo_defaults.json: the strength
+    that keeps both the persona and the topic) gets that strength; the rest get RECOMMENDED's."""
     from extraction.toy import RECOMMENDED
-    tuning = {"scorer": "marker", "source": "extraction.toy.RECOMMENDED: the sweep of "
-                                            "`persona-steer toy eval` (docs/toy-model.md)"}
+    from persona_steer.toy_demo import demo_default_strengths
+    measured = demo_default_strengths()
     names = [("persona", p) for p in DEMO_PERSONAS] + [("trait", w) for w, _ in DEMO_TRAITS]
     for kind, name in names:
+        strength = measured.get(name, RECOMMENDED["strength"]) if kind == "persona" \
+            else RECOMMENDED["strength"]
+        source = ("persona_steer/toy_model/demo_defaults.json (python -m extraction.toy.defaults)"
+                  if kind == "persona" and name in measured else
+                  "extraction.toy.RECOMMENDED: the sweep of `persona-steer toy eval` (docs/toy-model.md)")
         vec = store.load(kind, name)
-        store.save(vec.with_recommendation(RECOMMENDED["layer_list"], RECOMMENDED["strength"], tuning))
+        store.save(vec.with_recommendation(RECOMMENDED["layer_list"], strength,
+                                           {"scorer": "marker", "source": source}))
     return len(names)
 

@@ -184,6 +184,33 @@ function describeSteering(s) {
   return parts.length ? parts.join(" · ") : "none";
 }
 
+// A persona's recommended defaults (the server's `recommended`, e.g. the toy model's demo
+// personas): choosing the persona moves the strength slider and the temperature to them,
+// except a control the user has set by hand, whose value wins.
+const RECOMMENDED_INPUTS = { strength: "strength", temperature: "temperature" };
+function recommendedFor(id) {
+  const entry = state.personas.find((p) => p.name === $("persona").value);
+  const field = Object.keys(RECOMMENDED_INPUTS).find((f) => RECOMMENDED_INPUTS[f] === id);
+  return !!(field && entry && entry.recommended && typeof entry.recommended[field] === "number");
+}
+function applyRecommended() {
+  const name = $("persona").value;
+  const entry = state.personas.find((p) => p.name === name);
+  const rec = (entry && entry.recommended) || null;
+  const note = $("persona-recommended");
+  note.hidden = !rec;
+  const parts = [];
+  for (const [field, id] of Object.entries(RECOMMENDED_INPUTS)) {
+    const value = rec && typeof rec[field] === "number" ? rec[field] : null;
+    if (value !== null) parts.push(`${field} ${fmt(value)}`);
+    // untouched: the recommendation, or back to the page's (or the model's) own default
+    if (!$(id).dataset.touched) $(id).value = String(value ?? $(id).dataset.statusValue ?? $(id).defaultValue);
+  }
+  if (!rec) { note.textContent = ""; updateCurrent(); return; }
+  note.textContent = `recommended for ${name}: ${parts.join(", ")}`;
+  updateCurrent();
+}
+
 function updateCurrent() {
   $("current-steering").textContent = describeSteering(currentSteering()) +
     ` (global scale ${$("status-scale").textContent})`;
@@ -237,7 +264,7 @@ function renderSteeringControls() {
   for (const t of state.traits) {
     sliderRow(traits, "trait", t.name, -1, 1, state.traitWeights[t.name] || 0, (v) => { state.traitWeights[t.name] = v; });
   }
-  updateCurrent();
+  applyRecommended();
 }
 
 function renderVectorList() {
@@ -368,7 +395,14 @@ async function refreshStatus() {
   }
   for (const [section, field, id] of STATUS_FILLED) {
     const value = (st[section] || {})[field];
-    if (typeof value === "number" && !$(id).dataset.touched) $(id).value = String(value);
+    if (typeof value !== "number") continue;
+    $(id).dataset.statusValue = String(value);
+    if (!$(id).dataset.touched && !recommendedFor(id)) $(id).value = String(value);
+  }
+  // the strength slider starts at the server's default (steering.default_strength)
+  if (typeof st.default_strength === "number") {
+    $("strength").dataset.statusValue = String(st.default_strength);
+    if (!$("strength").dataset.touched && !recommendedFor("strength")) $("strength").value = String(st.default_strength);
   }
   updateCurrent();
 }
@@ -836,8 +870,8 @@ function init() {
     clearError();
     $("message").focus();
   });
-  $("persona").addEventListener("change", updateCurrent);
-  $("strength").addEventListener("input", updateCurrent);
+  $("persona").addEventListener("change", applyRecommended);
+  $("strength").addEventListener("input", () => { $("strength").dataset.touched = "1"; updateCurrent(); });
   $("safety").addEventListener("change", updateCurrent);
   $("scale").addEventListener("input", () => { $("scale-value").textContent = fmt(Number($("scale").value)); });
   $("scale-apply").addEventListener("click", async () => {
@@ -849,7 +883,8 @@ function init() {
   });
   $("steer-clear").addEventListener("click", () => {
     $("persona").value = "";
-    $("strength").value = "1";
+    $("strength").value = $("strength").dataset.statusValue || "1";
+    delete $("strength").dataset.touched;
     $("safety").checked = false;
     state.blend = {};
     state.traitWeights = {};

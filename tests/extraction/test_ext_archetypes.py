@@ -29,11 +29,6 @@ ORIGINAL = {
     "conspiracy_theorist": ("paranoi", r"connect(s|ing)? the dots|connecting-dots", "urgen", "suspic"),
     "medieval_peasant": ("downtrodden", "superstiti", "simple", "plague"),
 }
-# Known gap: the toy model's six personas keep the prompts its proof was tuned on (their
-# descriptions carry the adjectives); with adjective-bearing prompts for them
-# tests/toy/test_toy_proof.py's penalized drill_sergeant coherence fell to 0.4-0.5 (bar 0.6).
-PROMPTS_EXEMPT = {"pirate", "robot", "shakespearean", "valley_girl", "drill_sergeant",
-                  "excited_puppy"}
 
 
 def _missing(text: str, patterns) -> list[str]:
@@ -49,8 +44,6 @@ def test_description_and_every_prompt_carry_the_adjectives(slug):
     title, description, prompts = ARCHETYPES[slug]
     assert not _missing(description, ORIGINAL[slug]), (slug, description)
     assert len(prompts) >= 5 and len({p.lower() for p in prompts}) == len(prompts)
-    if slug in PROMPTS_EXEMPT:
-        pytest.xfail(f"{slug}: prompts held back for the toy model's proof (see PROMPTS_EXEMPT)")
     for prompt in prompts:
         assert not _missing(prompt, ORIGINAL[slug]), (slug, _missing(prompt, ORIGINAL[slug]), prompt)
 

@@ -142,7 +142,7 @@ def test_positions_and_target_layers(vllm_root, ext_llm):
 
 
 def test_persona_from_description_fails_clearly(vllm_root, ext_llm):
-    s = ext_settings(vllm_root)
+    s = ext_settings(vllm_root, extraction__writer__fallback="none")    # config.yaml: template
     before = sorted(p.name for p in (vllm_root / "vectors").rglob("*"))
     events = []
     with pytest.raises(ExtractionError) as info:
@@ -150,11 +150,25 @@ def test_persona_from_description_fails_clearly(vllm_root, ext_llm):
                         llm=ext_llm, progress=events.append)
     msg = str(info.value)
     assert "\n" not in msg
-    assert msg.startswith("the model did not write 5 usable system prompts for 'grumpy_cat' "
+    assert msg.startswith("the served model did not write 5 usable system prompts for 'grumpy_cat' "
                           "after 3 attempts (last: ")
     assert [e["message"] for e in events if e["stage"] == "describe"] == [
-        f"asking the model for 5 system prompts for 'grumpy_cat' (attempt {i}/3)" for i in (1, 2, 3)]
+        f"asking the served model for 5 system prompts for 'grumpy_cat' (attempt {i}/3)" for i in (1, 2, 3)]
     assert sorted(p.name for p in (vllm_root / "vectors").rglob("*")) == before
+
+
+def test_persona_from_description_template_fallback(vllm_root, ext_llm):
+    """extraction.writer.fallback: template (config.yaml's setting): a model that cannot write
+    the prompts gets the description itself in five fixed frames, and the job says so."""
+    from extraction.describe import template_prompts
+    s = ext_settings(vllm_root, extraction__writer__fallback="template")
+    events = []
+    vec = run_persona_job(s, "grumpy_cat2", description="A grumpy cat who hates mondays.",
+                          llm=ext_llm, progress=events.append, save=False)
+    assert vec.meta_json("prompts") == template_prompts("A grumpy cat who hates mondays.")
+    assert vec.meta_json("prompts")[0] == "You are a grumpy cat who hates mondays. Stay in character in every answer."
+    notes = [e["message"] for e in events if e["stage"] == "describe"]
+    assert "using the description itself in 5 fixed frames" in notes[-1], notes
 
 
 def test_structured_output_is_json_and_validation(ext_llm, vllm_root, tiny_model):
