@@ -23,6 +23,7 @@ from persona_steer.vector_format import SteeringVector, VectorFormatError, valid
 
 from server import lifecycle
 from server.errors import APIError, error_body, to_api_error
+from server.monitoring import track_for
 from server.generation import (chat_prompt, engine_prompt, finish, generate, max_tokens_for, new_id,
                                resolve_steering, sampling_params, usage)
 from server.openapi import BINARY, WITH_BODY, errors
@@ -293,8 +294,10 @@ async def simple_chat_events(state: ServerState, req: SimpleChatRequest) -> Asyn
                              defaults=state.sampling_defaults)
     rid = new_id("chat")
     sp = ThinkSplitter(state.think, text.rstrip("\n").endswith(THINK_START))
-    yield {"type": "start", "id": rid, "steering": steering.applied}
+    yield {"type": "start", "id": rid, "steering": steering.applied,
+           **({"monitor": list(steering.monitor)} if steering.monitor else {})}
     n_out, reason = 0, None
+    track = track_for(steering.monitor)
     async for out in generate(state, engine_prompt(ids, steering), params, rid,
                               steering.steered):
         o = out.outputs[0]
@@ -304,8 +307,13 @@ async def simple_chat_events(state: ServerState, req: SimpleChatRequest) -> Asyn
             yield {"type": "delta", "reasoning": reasoning}
         if content:
             yield {"type": "delta", "content": content}
+        if track is not None and (rows := track.take(out, len(o.token_ids))):
+            yield {"type": "monitor", "monitor": track.body(rows)}
         reason = o.finish_reason or reason
-    yield {"type": "done", "finish_reason": finish(reason), "usage": usage(len(ids), n_out)}
+    done = {"type": "done", "finish_reason": finish(reason), "usage": usage(len(ids), n_out)}
+    if track is not None:
+        done["monitor"] = track.body()
+    yield done
 
 
 class SamplingFieldsOf:
@@ -326,6 +334,8 @@ async def api_chat(req: SimpleChatRequest, request: Request):
 
     async def consume():
         async for ev in simple_chat_events(state, req):
+            if ev["type"] == "monitor":
+                continue
             if ev["type"] == "delta":
                 (content if "content" in ev else reasoning).append(ev.get("content") or
                                                                    ev.get("reasoning"))
@@ -343,9 +353,12 @@ async def api_chat(req: SimpleChatRequest, request: Request):
             with contextlib.suppress(BaseException):
                 await task
             raise APIError(400, "client disconnected", code="client_disconnected")
-    return {"id": result.get("id"), "response": "".join(content),
+    body = {"id": result.get("id"), "response": "".join(content),
             "reasoning": "".join(reasoning) or None, "steering": result.get("steering"),
             "finish_reason": result.get("finish_reason"), "usage": result.get("usage")}
+    if "monitor" in result:     # the done event's whole-answer readings (docs/monitoring.md)
+        body["monitor"] = result["monitor"]
+    return body
 
 
 def ws_authorized(state: ServerState, ws: WebSocket) -> bool:
