@@ -151,6 +151,7 @@ class ChatDelta:
     finish_reason: str | None = None
     steering: Any = None
     usage: Any = None
+    monitor: Any = None     # {name: {"tokens", "mean", "last", "min", "max"}} (docs/monitoring.md)
 
 
 @dataclass
@@ -235,6 +236,7 @@ def _delta_from_chunk(chunk: Any) -> ChatDelta:
             out.content += choice.text
         if choice.finish_reason:
             out.finish_reason = choice.finish_reason
+        out.monitor = getattr(choice, "monitor", None) or out.monitor
     return out
 
 
@@ -507,12 +509,16 @@ class PersonaSteerClient(_Base):
                     safety: bool | None = None, system: str | None = None,
                     max_tokens: int | None = None, temperature: float | None = None,
                     seed: int | None = None, thinking: bool | None = None,
+                    monitor: Sequence[str] | None = None,
                     **extra) -> Iterator[ChatDelta]:
-        """Streaming chat: yields ChatDelta pieces as the server sends them."""
+        """Streaming chat: yields ChatDelta pieces as the server sends them (`monitor`: names
+        whose readings come on the pieces' `.monitor`)."""
+        body = steering_fields(persona, blend=blend, traits=traits, strength=strength,
+                               safety=safety)
+        if monitor is not None:
+            body["monitor"] = list(monitor)
         kw = self._chat_kwargs(model or self.default_model(), _messages(messages, system), True,
-                               steering_fields(persona, blend=blend, traits=traits,
-                                               strength=strength, safety=safety),
-                               max_tokens, temperature, seed, thinking, extra)
+                               body, max_tokens, temperature, seed, thinking, extra)
         try:
             stream = self.openai.chat.completions.create(**kw)
             with stream:
