@@ -297,7 +297,7 @@ async def simple_chat_events(state: ServerState, req: SimpleChatRequest) -> Asyn
     yield {"type": "start", "id": rid, "steering": steering.applied,
            **({"monitor": list(steering.monitor)} if steering.monitor else {})}
     n_out, reason = 0, None
-    track = track_for(steering.monitor)
+    track = track_for(steering)
     async for out in generate(state, engine_prompt(ids, steering), params, rid,
                               steering.steered):
         o = out.outputs[0]
@@ -308,11 +308,11 @@ async def simple_chat_events(state: ServerState, req: SimpleChatRequest) -> Asyn
         if content:
             yield {"type": "delta", "content": content}
         if track is not None and (rows := track.take(out, len(o.token_ids))):
-            yield {"type": "monitor", "monitor": track.body(rows)}
+            yield {"type": "monitor", **track.fields(rows)}
         reason = o.finish_reason or reason
     done = {"type": "done", "finish_reason": finish(reason), "usage": usage(len(ids), n_out)}
     if track is not None:
-        done["monitor"] = track.body()
+        done.update(track.fields())
     yield done
 
 
@@ -356,8 +356,9 @@ async def api_chat(req: SimpleChatRequest, request: Request):
     body = {"id": result.get("id"), "response": "".join(content),
             "reasoning": "".join(reasoning) or None, "steering": result.get("steering"),
             "finish_reason": result.get("finish_reason"), "usage": result.get("usage")}
-    if "monitor" in result:     # the done event's whole-answer readings (docs/monitoring.md)
-        body["monitor"] = result["monitor"]
+    for key in ("monitor", "capping"):   # the done event's whole answer (docs/monitoring.md)
+        if key in result:
+            body[key] = result[key]
     return body
 
 

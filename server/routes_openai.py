@@ -184,9 +184,9 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
                             "reasoning_content": reasoning if sp.seen_reasoning else None},
                 "logprobs": {"content": lp} if lp is not None else None,
                 "finish_reason": finish(o.finish_reason)})
-            if (track := track_for(steering.monitor)) is not None:
+            if (track := track_for(steering, req.n)) is not None:
                 track.take(final, len(o.token_ids))
-                choices[-1]["monitor"] = track.body()
+                choices[-1].update(track.fields())
         return {"id": rid, "object": "chat.completion", "created": created, "model": model,
                 "choices": choices, "usage": usage(len(ids), n_out),
                 "steering": steering.applied}
@@ -197,7 +197,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
 
     async def events():
         splitters: dict[int, ThinkSplitter] = {}
-        track = track_for(steering.monitor)     # n == 1 when monitoring
+        track = track_for(steering, req.n)     # n == 1 when monitoring
         pending: list = []                      # rows of tokens no chunk has carried yet
         n_out = 0
         async for _, out in source:
@@ -215,7 +215,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
                 def readings() -> dict:
                     if track is None:
                         return {}
-                    body = {"monitor": track.body(list(pending))}
+                    body = track.fields(list(pending))
                     pending.clear()
                     return body
                 reasoning, content = splitters[i].feed(o.text)
@@ -279,9 +279,9 @@ async def completions(req: CompletionRequest, request: Request):
                 if req.return_token_ids:
                     choice["token_ids"] = list(o.token_ids)
                     choice["prompt_token_ids"] = list(id_lists[k])
-                if (track := track_for(steering.monitor)) is not None:
+                if (track := track_for(steering, req.n)) is not None:
                     track.take(results[k], len(o.token_ids))
-                    choice["monitor"] = track.body()
+                    choice.update(track.fields())
                 choices.append(choice)
         return {"id": rid, "object": "text_completion", "created": created, "model": model,
                 "choices": choices, "usage": usage(n_prompt, n_out),
@@ -293,7 +293,7 @@ async def completions(req: CompletionRequest, request: Request):
 
     async def events():
         n_out, first, offsets = 0, True, {}
-        tracks = {k: track_for(steering.monitor) for k in range(len(id_lists))}
+        tracks = {k: track_for(steering, req.n) for k in range(len(id_lists))}
         async for k, out in source:
             for o in out.outputs:
                 idx = k * req.n + o.index
@@ -310,7 +310,7 @@ async def completions(req: CompletionRequest, request: Request):
                 if req.return_token_ids:
                     choice["token_ids"] = list(o.token_ids)
                 if tracks[k] is not None:
-                    choice["monitor"] = tracks[k].body(tracks[k].take(out, len(o.token_ids)))
+                    choice.update(tracks[k].fields(tracks[k].take(out, len(o.token_ids))))
                 yield chunk([choice], **extra)
         if include_usage:
             yield chunk([], usage=usage(n_prompt, n_out))

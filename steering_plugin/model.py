@@ -90,10 +90,10 @@ class SteerQwen3DecoderLayer(Qwen3DecoderLayer):
     def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor,
                 residual: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         hidden_states, residual = super().forward(positions, hidden_states, residual)
-        residual = self.steer_buffers.steer(self.steer_layer_idx, hidden_states, residual)
+        steered = self.steer_buffers.steer(self.steer_layer_idx, hidden_states, residual)
         if self.monitor_buffers is not None:    # fixed at init: no branch in the compiled graph
-            self.monitor_buffers.record(self.steer_layer_idx, hidden_states, residual)
-        return hidden_states, residual
+            self.monitor_buffers.record(self.steer_layer_idx, hidden_states, residual, steered)
+        return hidden_states, steered
 
 
 class SteerQwen3Model(Qwen3Model):
@@ -117,7 +117,8 @@ class SteerQwen3Model(Qwen3Model):
         self.monitor_buffers = None if columns <= 0 else MonitorBuffers(
             num_layers=hf.num_hidden_layers, hidden=hf.hidden_size, columns=columns,
             max_tokens=vllm_config.scheduler_config.max_num_batched_tokens,
-            first_layer=self.start_layer, dtype=vllm_config.model_config.dtype)
+            first_layer=self.start_layer, dtype=vllm_config.model_config.dtype,
+            steer=self.steer_buffers, layers=range(self.start_layer, self.end_layer))
         for layer in self.layers[self.start_layer:self.end_layer]:
             layer.monitor_buffers = self.monitor_buffers
 

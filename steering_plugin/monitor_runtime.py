@@ -46,13 +46,16 @@ class MonitorRuntime:
         self.mean = np.zeros(k, dtype=np.float32)
         self.std = np.ones(k, dtype=np.float32)
         self.req_cols: dict[str, np.ndarray] = {}            # live monitored req_id -> columns
+        self.capped: set[str] = set()                        # live requests with safety on
         self.step: list[tuple[str, int]] = []                # (req_id, token position) this step
 
     # --- requests ----------------------------------------------------------------------------
     def admit(self, rid: str, params: Any, max_weight: float | None, pinned: dict) -> None:
         spec = parse_extra_args(getattr(params, "extra_args", None), max_weight)
-        if spec is None or not spec.monitor:
+        if spec is None or not (spec.monitor or spec.safety):
             return
+        if spec.safety:        # its rows end with the token's count of capped layers
+            self.capped.add(rid)
         if len(spec.monitor) > self.buf.columns:
             raise MonitorFailure(f"monitor asks for {len(spec.monitor)} names; this engine reads "
                                  f"at most {self.buf.columns} at once")
@@ -99,6 +102,7 @@ class MonitorRuntime:
         self.mean[col], self.std[col] = d.mean, d.std
 
     def forget(self, rid: str) -> None:
+        self.capped.discard(rid)
         cols = self.req_cols.pop(rid, None)
         if cols is None:
             return
@@ -123,9 +127,13 @@ class MonitorRuntime:
         if not self.step:
             return {}
         pos = torch.tensor([p for _, p in self.step], dtype=torch.long)
-        rows = self.buf.mon_out.index_select(0, pos.to(self.buf.mon_out.device)).cpu().numpy()
+        pos = pos.to(self.buf.mon_out.device)
+        both = torch.cat([self.buf.mon_out.index_select(0, pos),
+                          self.buf.cap_hits.index_select(0, pos).unsqueeze(-1)], dim=-1)
+        rows = both.cpu().numpy()                            # one copy back per step
         out = {}
         for i, (rid, _) in enumerate(self.step):
             cols = self.req_cols[rid]
-            out[rid] = ((rows[i, cols] - self.mean[cols]) / self.std[cols]).astype(np.float32)
+            z = ((rows[i, cols] - self.mean[cols]) / self.std[cols]).astype(np.float32)
+            out[rid] = np.append(z, rows[i, -1]) if rid in self.capped else z
         return out

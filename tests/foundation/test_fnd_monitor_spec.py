@@ -83,7 +83,8 @@ def test_worker_columns_are_shared_freed_and_bounded(store):
     from steering_plugin.monitor import MonitorBuffers
     from steering_plugin.monitor_runtime import MonitorFailure, MonitorRuntime
     buf = MonitorBuffers(num_layers=3, hidden=H, columns=2, max_tokens=16, first_layer=0,
-                         dtype=torch.float32)
+                         dtype=torch.float32, steer=types.SimpleNamespace(cap_row={}),
+                         layers=range(3))
     rt = MonitorRuntime(buf, store, ModelShape(H, 3, "m"))
 
     def params(*names):
@@ -104,3 +105,27 @@ def test_worker_columns_are_shared_freed_and_bounded(store):
     out = rt.read()
     bcol = int(rt.req_cols["b"][0])
     assert out["b"][0] == pytest.approx((float(buf.mon_out[2, bcol]) - rt.mean[bcol]) / rt.std[bcol])
+
+
+def test_server_track_shapes_chunks_and_the_whole_answer():
+    from server.monitoring import MonitorTrack, track_for
+    from steering_plugin.monitor_channel import KEY
+
+    def output(rows):
+        return types.SimpleNamespace(ec_transfer_params={KEY: rows})
+    t = MonitorTrack(("a", "b"), capping=True)
+    first = t.take(output([[1.0, -1.0, 0.0], [3.0, 0.5, 2.0]]), 2)
+    chunk = t.fields(first)
+    assert chunk["monitor"]["a"] == {"tokens": [1.0, 3.0], "mean": 2.0, "last": 3.0,
+                                     "min": 1.0, "max": 3.0}
+    assert chunk["capping"] == {"capped_tokens": 1, "positions": [1]}
+    later = t.take(output([[2.0, 0.0, 1.0], [9.0, 9.0, 9.0]]), 1)   # a stop string cut one token
+    assert t.fields(later)["capping"] == {"capped_tokens": 2, "positions": [2]}
+    whole = t.fields()
+    assert whole["monitor"]["b"]["tokens"] == [-1.0, 0.5, 0.0]
+    assert whole["capping"]["positions"] == [1, 2]
+    plain = types.SimpleNamespace(spec=None, monitor=())
+    assert track_for(plain) is None
+    capped = types.SimpleNamespace(spec=types.SimpleNamespace(safety=True), monitor=())
+    assert track_for(capped).fields() == {"capping": {"capped_tokens": 0, "positions": []}}
+    assert track_for(capped, n=2) is None

@@ -100,3 +100,42 @@ def test_steer_tokens_matches_hf_reference(plugin_env, mode):
     if mode == "prompt":
         # the first token comes from the steered prompt; the plain run differs from it somewhere
         assert outs[0].outputs[0].logprobs[0] != outs[1].outputs[0].logprobs[0]
+
+
+def test_capping_counts_equal_hf_reference(plugin_env):
+    """Safety on: each generated token's count of capped layers that lifted it (the rows' last
+    value) equals the reference: layers where (layer output + delta) . axis < threshold."""
+    from persona_steer.resolve import cap_table
+    spec = build_spec(persona="middle", strength=1.0, safety=True, monitor=["first"])
+    safety_only = build_spec(safety=True)
+    outs = plugin_env.llm.generate([{"prompt_token_ids": PROMPTS[1]}] * 2,
+                                   [_params(spec), _params(safety_only)], use_tqdm=False)
+    shape = ModelShape(HIDDEN, LAYERS)
+    cap = cap_table(plugin_env.store, shape, 25.0, list(range(LAYERS)))
+    total = 0
+    for s, out in zip((spec, safety_only), outs):
+        rows = monitor_rows(out)
+        assert rows is not None and len(rows) == N_NEW
+        assert all(len(r) == len(s.monitor) + 1 for r in rows)
+        ids = list(PROMPTS[1]) + list(out.outputs[0].token_ids[:-1])
+        delta = _delta(plugin_env, s)
+        hits = torch.zeros(len(ids))
+        handles = []
+        for layer, (axis, thresh) in cap.items():
+            def count(module, args, output, layer=layer, axis=axis, thresh=thresh):
+                h = (output[0] if isinstance(output, tuple) else output)[0].float()
+                if delta is not None:
+                    h = h + delta[layer]
+                hits.add_(((h @ axis) < thresh).float())
+            handles.append(plugin_env.hf.model.layers[layer].register_forward_hook(count))
+        try:   # counting hooks first: they see each layer's output before steering and capping
+            with hf_steering(plugin_env.hf, delta, cap):
+                plugin_env.hf(input_ids=torch.tensor([ids]))
+        finally:
+            for h in handles:
+                h.remove()
+        want = hits[len(PROMPTS[1]) - 1:]
+        got = torch.tensor([r[-1] for r in rows])
+        assert torch.equal(got, want), (got, want)
+        total += int(got.sum())
+    assert total > 0            # the threshold is high enough that capping acts here

@@ -30,16 +30,16 @@ def toy_monitor_server(tmp_path_factory):
         srv.stop()
 
 
-def mean_reading(url, persona, system=None, **steer) -> float:
+def mean_reading(url, name, system=None, **steer) -> float:
     values = []
     for q in QUESTIONS:
         msgs = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": q}]
         r = httpx.post(url + "/v1/chat/completions", timeout=120, json={
             "messages": msgs, "max_tokens": 40, "temperature": 0,
-            "monitor": [persona], **steer})
+            "monitor": [name], **steer})
         assert r.status_code == 200, r.text
-        values += r.json()["choices"][0]["monitor"][persona]["tokens"]
+        values += r.json()["choices"][0]["monitor"][name]["tokens"]
     return sum(values) / len(values)
 
 
