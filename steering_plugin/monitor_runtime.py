@@ -59,20 +59,25 @@ class MonitorRuntime:
         if len(spec.monitor) > self.buf.columns:
             raise MonitorFailure(f"monitor asks for {len(spec.monitor)} names; this engine reads "
                                  f"at most {self.buf.columns} at once")
-        axis = self._axis()
         wanted = []
         for kind, name in monitor_targets(spec.monitor, self.store):
+            want = pinned.get(f"{kind}/{name}")
+            if want is not None and (kind, name, want) in self.key_col:
+                wanted.append(((kind, name, want), None))    # in a column already: no read
+                continue
             vec = load_checked(self.store, kind, name, self.shape)
-            got, want = vec.content_hash(), pinned.get(f"{kind}/{name}")
+            got = vec.content_hash()
             if want is not None and got != want:
                 raise MonitorFailure(f"{kind} '{name}' changed on disk after the request was "
                                      f"admitted; send the request again")
             wanted.append(((kind, name, got), vec))
         need = [key for key, _ in wanted if key not in self.key_col]
-        free = [c for c in self.unused]                      # LRU first
+        keep = {key for key, _ in wanted}
+        free = [c for c in self.unused if self.col_key[c] not in keep]   # LRU first
         if len(set(need)) > len(free):
             raise MonitorFailure(f"the engine reads at most {self.buf.columns} monitored vectors "
                                  f"at once and the running requests hold them all; send it again")
+        axis = self._axis() if need else None
         cols = []
         for key, vec in wanted:
             col = self.key_col.get(key)

@@ -129,3 +129,24 @@ def test_server_track_shapes_chunks_and_the_whole_answer():
     capped = types.SimpleNamespace(spec=types.SimpleNamespace(safety=True), monitor=())
     assert track_for(capped).fields() == {"capping": {"capped_tokens": 0, "positions": []}}
     assert track_for(capped, n=2) is None
+
+
+def test_a_reused_column_is_not_evicted_by_the_same_requests_new_name(store):
+    from steering_plugin.monitor import MonitorBuffers
+    from steering_plugin.monitor_runtime import MonitorRuntime
+    buf = MonitorBuffers(num_layers=3, hidden=H, columns=2, max_tokens=16, first_layer=0,
+                         dtype=torch.float32, steer=types.SimpleNamespace(cap_row={}),
+                         layers=range(3))
+    rt = MonitorRuntime(buf, store, ModelShape(H, 3, "m"))
+    formal = store.load("trait", "formal").content_hash()
+    pins = {"trait/formal": formal}
+
+    def params(*names):
+        return types.SimpleNamespace(extra_args={"steering": {"monitor": list(names)}})
+    rt.admit("a", params("formal"), None, pins)
+    rt.admit("c", params(AXIS_NAME), None, {})
+    rt.forget("a")
+    rt.forget("c")                                  # formal's column is the LRU unused one
+    rt.admit("b", params("pirate", "formal"), None, pins)
+    assert len(set(rt.req_cols["b"].tolist())) == 2
+    assert rt.col_key[int(rt.req_cols["b"][1])] == ("trait", "formal", formal)
