@@ -279,6 +279,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("chat", help="interactive streaming chat with slash commands (/help)")
     _steer_args(p)
     p.add_argument("--no-history", action="store_true", help="do not keep a history file")
+    p.add_argument("--monitor", metavar="NAMES",
+                   help="after each answer, one line of live readings of these names, e.g. "
+                        "pirate,trait:formal,assistant_axis (docs/monitoring.md); /monitor in chat")
     _conn_args(p)
     p.set_defaults(func=_chat)
 

@@ -140,6 +140,7 @@ class ChatDelta:
     finish_reason: str | None = None
     steering: Any = None
     usage: Any = None
+    monitor: Any = None     # {name: {"tokens", "mean", "last", "min", "max"}} (docs/monitoring.md)
 
 
 @dataclass
@@ -232,6 +233,7 @@ def _delta_from_chunk(chunk: Any) -> ChatDelta:
             out.content += choice.text
         if choice.finish_reason:
             out.finish_reason = choice.finish_reason
+        out.monitor = getattr(choice, "monitor", None) or out.monitor
     return out
 
 

@@ -27,6 +27,7 @@ HELP = """\
 /trait t:0.4        add or change a trait weight (t:0 removes it)
 /none               no steering at all
 /safety on|off      activation capping
+/monitor a,b|off    after each answer, one line of live readings (persona, trait:NAME, assistant_axis)
 /list               personas and traits on the server
 /load NAME          load a persona or trait into the engine
 /status             this chat's steering and decoding, then the server's status
@@ -47,12 +48,13 @@ class ChatState:
     traits: dict[str, float] = field(default_factory=dict)
     safety: bool | None = None
     messages: list[dict] = field(default_factory=list)
+    monitor: list[str] = field(default_factory=list)     # names read per answer (none: off)
 
     def steering(self) -> SteeringRequest:
         return SteeringRequest(persona=self.persona,
                                strength=self.strength if self.persona else None,
                                blend=dict(self.blend) or None, traits=dict(self.traits) or None,
-                               safety=self.safety)
+                               safety=self.safety, monitor=list(self.monitor) or None)
 
     def summary(self) -> str:
         parts = []
@@ -178,6 +180,13 @@ class Repl:
         self.state.safety = arg.lower() == "on"
         self.info(f"steering: {self.state.summary()}")
 
+    def cmd_monitor(self, arg: str) -> None:
+        names = [n.strip() for n in arg.split(",") if n.strip()]
+        if not names:
+            raise ReplError("usage: /monitor NAME[,NAME...] | off")
+        self.state.monitor = [] if names == ["off"] else names
+        self.info(f"monitor: {', '.join(self.state.monitor) or 'off'}")
+
     def cmd_list(self, arg: str) -> None:
         for kind in ("persona", "trait"):
             entries = self.client.list_vectors(kind)
@@ -220,12 +229,14 @@ class Repl:
         # On a terminal the label shows at once (the request is under way); piped, it comes
         # with the first text, so an error stays a line of its own.
         label = self.console.is_terminal
+        readings = None
         try:
             if label:
                 self.console.print("model> ", style="bold green", end="", markup=False)
                 out.flush()
             for piece in self.client.chat_stream(self.state.messages, self.state.steering(),
                                                  **self.gen):
+                readings = piece.monitor or readings
                 if not label and (piece.content or piece.reasoning):
                     self.console.print("model> ", style="bold green", end="", markup=False)
                     label = True
@@ -255,6 +266,9 @@ class Repl:
             raise
         out.write("\n")
         out.flush()
+        if readings and self.state.monitor:
+            self.console.print(monitor_line(readings), style="dim", markup=False,
+                               highlight=False)
         if answer:
             self.state.messages.append({"role": "assistant", "content": "".join(answer)})
         else:
@@ -275,6 +289,15 @@ class Repl:
             self.error(str(err))
         except PersonaSteerError as err:
             self.error(str(err))
+
+
+def monitor_line(readings: dict) -> str:
+    """One line: each name's mean z over the answer, its last and its range."""
+    def f(x):
+        return "-" if x is None else f"{x:+.2f}"
+    return "monitor: " + " | ".join(
+        f"{name} mean {f(r.get('mean'))} last {f(r.get('last'))} "
+        f"[{f(r.get('min'))}..{f(r.get('max'))}]" for name, r in readings.items())
 
 
 def _line_reader(interactive: bool, history_path, prompt: Callable[[], str]):
@@ -307,7 +330,8 @@ def run_repl(client: PersonaSteerClient, steering: SteeringRequest, args) -> int
     console = Console(highlight=False)
     state = ChatState(persona=steering.persona, strength=steering.strength,
                       blend=dict(steering.blend or {}), traits=dict(steering.traits or {}),
-                      safety=steering.safety)
+                      safety=steering.safety,
+                      monitor=[n for n in (getattr(args, "monitor", None) or "").split(",") if n])
     if args.system:
         state.messages.append({"role": "system", "content": args.system})
     gen = decoding_from_args(args)

@@ -129,12 +129,22 @@ class SafetySettings(_Section):
     default: bool = False
 
 
+class MonitorSettings(_Section):
+    default: list[str] = Field(default_factory=list,
+                               description="names monitored for requests that do not say")
+    max_names: int = Field(8, ge=1, description="most names one request may monitor")
+    columns: int = Field(32, ge=0, description="monitored vectors the engine reads at once "
+                                               "(0: monitoring off)")
+
+
 class SteeringSettings(_Section):
     layers: LayerSpec = "all"
     default_strength: float = 1.0
     steering_scale: float = 1.0
     max_weight: float = Field(10.0, gt=0, description="|weight| bound for any vector in a request")
     safety: SafetySettings = SafetySettings()
+    steer_tokens: Literal["all", "generated", "prompt"] = "all"
+    monitor: MonitorSettings = MonitorSettings()
 
     @field_validator("default_strength", "steering_scale")
     @classmethod

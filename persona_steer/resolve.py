@@ -112,3 +112,105 @@ def _interp(points: list[tuple[float, float]], x: float) -> float:
         if x <= x1:
             return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
     return points[-1][1]
+
+
+# --- monitoring (docs/monitoring.md) ------------------------------------------------------------
+class MonitorNameError(KeyError):
+    """A monitored name that is no persona, trait or the axis in the store (HTTP 404)."""
+
+    def __init__(self, name: str, available: list[str]):
+        self.name, self.available = name, available
+        super().__init__(f"monitor: unknown name '{name}' (personas, traits as 'trait:NAME' "
+                         f"or bare, and 'assistant_axis'; available: "
+                         f"{', '.join(available) or 'none'})")
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def monitor_targets(names: tuple[str, ...], store: VectorStore) -> list[tuple[str, str]]:
+    """Each monitored name -> (kind, vector name), in order; a bare name is a persona when the
+    store has one by that name, else a trait. Raises MonitorNameError for the first unknown."""
+    from persona_steer.steering_spec import split_monitor_name
+
+    out = []
+    for label in names:
+        kind, name = split_monitor_name(label)
+        kinds = (kind,) if kind is not None else ("persona", "trait")
+        found = next((k for k in kinds if store.exists(k, name)), None)
+        if found is None:
+            available = ([f"{n}" for n in store.names("persona")]
+                         + [f"trait:{n}" for n in store.names("trait")]
+                         + ([AXIS_NAME] if store.exists("axis", AXIS_NAME) else []))
+            raise MonitorNameError(label, available)
+        out.append((found, name))
+    return out
+
+
+def monitor_hashes(names: tuple[str, ...], store: VectorStore, shape: ModelShape
+                   ) -> dict[str, str]:
+    """{"kind/name": content hash} of every monitored vector (any layer of the model may be read,
+    so the steerable-layers check does not apply)."""
+    free = ModelShape(shape.hidden_size, shape.num_layers, shape.model_id, None)
+    return {f"{k}/{n}": load_checked(store, k, n, free).content_hash()
+            for k, n in monitor_targets(names, store)}
+
+
+@dataclass(frozen=True)
+class MonitorDirection:
+    """What the engine reads for one monitored vector: z = (h[layer] . unit - mean) / std."""
+    layer: int
+    unit: torch.Tensor          # float32 [hidden]
+    mean: float
+    std: float
+    spread: str                 # where mean/std came from: "own" | "axis" | "none"
+
+
+def monitor_layer(vec: SteeringVector) -> int:
+    """The stored layer where the vector separates best (extraction's `separation`), else the
+    last stored layer."""
+    layers = vec.layers.tolist()
+    sep = vec.meta_json("separation")
+    if isinstance(sep, dict):
+        scored = [(float(sep[str(l)]), l) for l in layers
+                  if isinstance(sep.get(str(l)), (int, float)) and math.isfinite(sep[str(l)])]
+        if scored:
+            return max(scored)[1]
+    return layers[-1]
+
+
+def _layer_stats(vec: SteeringVector | None, layer: int) -> tuple[float, float] | None:
+    stats = vec.meta_json("projection_stats") if vec is not None else None
+    entry = stats.get(str(layer)) if isinstance(stats, dict) else None
+    if isinstance(entry, dict):
+        mean, std = entry.get("mean"), entry.get("std")
+        if isinstance(mean, (int, float)) and isinstance(std, (int, float)) and std > 0 \
+                and math.isfinite(mean) and math.isfinite(std):
+            return float(mean), float(std)
+    return None
+
+
+def monitor_direction(vec: SteeringVector, axis: SteeringVector | None) -> MonitorDirection:
+    """The layer, unit vector and the spread that turn a projection into a z-score.
+
+    The spread is the vector's own `projection_stats` at that layer (per-token projections of
+    ordinary assistant answers, what `extract-axes` records for the axis) when it has them.
+    Persona and trait files do not record them yet: then the assistant's mean is the axis
+    file's assistant baseline projected on the unit vector, and the spread is the axis's
+    per-token std at that layer (the assistant's typical per-token spread at that depth);
+    without an axis file the raw projection is returned (mean 0, std 1)."""
+    layer = monitor_layer(vec)
+    row = vec.per_layer()[layer].float()
+    unit = row / row.norm().clamp_min(1e-12)
+    own = _layer_stats(vec, layer)
+    if own is not None:
+        return MonitorDirection(layer, unit, own[0], own[1], "own")
+    axis_stats = _layer_stats(axis, layer)
+    if axis is not None and axis_stats is not None:
+        key = f"baseline_{vec.metadata.get('position', '')}"
+        base = axis.extra.get(key, axis.extra.get("baseline"))
+        rows = axis.layers.tolist()
+        mean = float(base[rows.index(layer)].float() @ unit) if base is not None \
+            and layer in rows else 0.0
+        return MonitorDirection(layer, unit, mean, axis_stats[1], "axis")
+    return MonitorDirection(layer, unit, 0.0, 1.0, "none")

@@ -18,14 +18,17 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from persona_steer.vector_format import AXIS_NAME, VectorFormatError, validate_name
 
 # a request's `model` may name a persona instead of the base model: "persona:<name>"
 PERSONA_MODEL_PREFIX = "persona:"
 FLAT_KEYS = ("steer_persona", "steer_strength", "steer_blend", "steer_traits", "steer_scale",
-             "steer_safety")
+             "steer_safety", "steer_monitor", "steer_tokens")
+# Which tokens the delta (and capping) apply to, by position: "prompt" is every position before
+# the prompt's end, "generated" every position after it (the tokens the model wrote).
+STEER_TOKENS = ("all", "generated", "prompt")
 
 
 class SteeringSpecError(ValueError):
@@ -42,11 +45,21 @@ class SteeringSpec:
     traits: tuple[tuple[str, float], ...] = ()
     scale: float | None = None          # None: the engine's configured steering_scale
     safety: bool = False
+    steer_tokens: str = "all"           # one of STEER_TOKENS
+    # Names to read out per token (docs/monitoring.md). Reading changes no output, so it is left
+    # out of equality, the hash and the cache salt: requests differing only in what they monitor
+    # share one steering slot and their cached blocks.
+    monitor: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def is_noop(self) -> bool:
         """Nothing to add and no capping: the request runs as the stock model."""
         return not self.safety and all(w == 0 for _, w in self.personas + self.traits)
+
+    @property
+    def needs_engine_args(self) -> bool:
+        """Steers or monitors: the request carries extra_args to the engine."""
+        return not self.is_noop or bool(self.monitor)
 
     def weighted(self) -> list[tuple[str, str, float]]:
         return ([("persona", n, w) for n, w in self.personas]
@@ -57,12 +70,19 @@ class SteeringSpec:
                                 "safety": self.safety}
         if self.scale is not None:
             body["scale"] = self.scale
+        if self.steer_tokens != "all":
+            body["steer_tokens"] = self.steer_tokens
+        if self.monitor:
+            body["monitor"] = list(self.monitor)
         return {"steering": body}
 
     def to_dict(self, default_scale: float | None = None) -> dict[str, Any]:
         scale = self.scale if self.scale is not None else default_scale
-        return {"personas": dict(self.personas), "traits": dict(self.traits),
-                "scale": scale, "safety": self.safety}
+        out = {"personas": dict(self.personas), "traits": dict(self.traits),
+               "scale": scale, "safety": self.safety}
+        if self.steer_tokens != "all":
+            out["steer_tokens"] = self.steer_tokens
+        return out
 
     def cache_key(self, hashes: Mapping[str, str], default_scale: float) -> str:
         """A prefix-cache salt covering the full config and the vectors' content hashes.
@@ -73,6 +93,8 @@ class SteeringSpec:
         payload = {"p": sorted(self.personas), "t": sorted(self.traits),
                    "s": self.scale if self.scale is not None else default_scale,
                    "c": self.safety, "h": sorted(hashes.items())}
+        if self.steer_tokens != "all":     # "all" keeps the salts computed before the field
+            payload["k"] = self.steer_tokens
         return "steer-" + hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:24]
 
     def required_vectors(self) -> list[tuple[str, str]]:
@@ -94,6 +116,8 @@ class SteeringRequest:
     traits: Mapping[str, float] | None = None
     scale: float | None = None             # this request's steering scale
     safety: bool | None = None
+    monitor: Sequence[str] | None = None   # names to read per token (docs/monitoring.md)
+    steer_tokens: str | None = None        # "all" | "generated" | "prompt"
 
     def body(self) -> dict[str, Any]:
         """The fields that were given, weights checked to be finite numbers (names and bounds
@@ -110,6 +134,10 @@ class SteeringRequest:
                 out[param] = _weight(getattr(self, param), param, None)
         if self.safety is not None:
             out["safety"] = bool(self.safety)
+        if self.monitor is not None:
+            out["monitor"] = [str(n) for n in self.monitor]
+        if self.steer_tokens is not None:
+            out["steer_tokens"] = str(self.steer_tokens)
         return out
 
 
@@ -178,10 +206,53 @@ def parse_pairs_text(text: str, param: str = "blend") -> dict[str, float]:
     return out
 
 
+MONITOR_KINDS = ("persona", "trait")
+
+
+def split_monitor_name(name: str) -> tuple[str | None, str]:
+    """A monitored name -> (kind or None, vector name): `assistant_axis` is the axis,
+    `trait:NAME` / `persona:NAME` say their kind, a bare NAME is looked up (a persona first,
+    then a trait: persona_steer.resolve.monitor_targets)."""
+    if name == AXIS_NAME:
+        return "axis", AXIS_NAME
+    kind, sep, rest = name.partition(":")
+    if sep and kind in MONITOR_KINDS:
+        return kind, rest
+    return None, name
+
+
+def _monitor(value: Any, param: str = "monitor") -> tuple[str, ...]:
+    """A list of names (or 'a,b' text) -> checked names, duplicates dropped, order kept."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [p.strip() for p in value.split(",") if p.strip()]
+    if not isinstance(value, (list, tuple)):
+        raise SteeringSpecError(f"{param} must be a list of names", param)
+    out: dict[str, None] = {}
+    for item in value:
+        if not isinstance(item, str):
+            raise SteeringSpecError(f"{param}: names must be strings, got {item!r}", param)
+        _name(split_monitor_name(item)[1], param)
+        out[item] = None
+    return tuple(out)
+
+
+def _steer_tokens(value: Any, param: str = "steer_tokens") -> str:
+    if value is None:
+        return "all"
+    if value not in STEER_TOKENS:
+        raise SteeringSpecError(f"{param} must be one of {', '.join(STEER_TOKENS)}, got {value!r}",
+                                param)
+    return value
+
+
 def build_spec(*, persona: str | None = None, strength: float | None = None,
                blend: Any = None, traits: Any = None, scale: float | None = None,
                safety: bool | None = None, default_strength: float = 1.0,
-               default_safety: bool = False, max_weight: float | None = None) -> SteeringSpec:
+               default_safety: bool = False, max_weight: float | None = None,
+               monitor: Any = None, steer_tokens: str | None = None,
+               max_monitor: int | None = None) -> SteeringSpec:
     """From API-level fields (persona/strength/blend/traits/scale/safety) to a spec.
 
     A single `persona` gets weight `strength` (default: config default_strength); `blend` adds
@@ -201,13 +272,19 @@ def build_spec(*, persona: str | None = None, strength: float | None = None,
     scale_v = None if scale is None else _weight(scale, "steering_scale", None)
     if safety is not None and not isinstance(safety, bool):
         raise SteeringSpecError("safety must be true or false", "safety")
+    names = _monitor(monitor)
+    if max_monitor is not None and len(names) > max_monitor:
+        raise SteeringSpecError(f"monitor asks for {len(names)} names; at most {max_monitor} "
+                                f"per request (steering.monitor.max_names)", "monitor")
     return SteeringSpec(personas=tuple(sorted(personas.items())),
                         traits=_pairs(traits, "traits", max_weight), scale=scale_v,
-                        safety=default_safety if safety is None else safety)
+                        safety=default_safety if safety is None else safety,
+                        steer_tokens=_steer_tokens(steer_tokens), monitor=names)
 
 
 def parse_extra_args(extra_args: Mapping[str, Any] | None,
-                     max_weight: float | None = None) -> SteeringSpec | None:
+                     max_weight: float | None = None,
+                     max_monitor: int | None = None) -> SteeringSpec | None:
     """SamplingParams.extra_args -> spec, or None when the request asks for no steering."""
     if not extra_args:
         return None
@@ -217,13 +294,15 @@ def parse_extra_args(extra_args: Mapping[str, Any] | None,
             return None
         if not isinstance(body, Mapping):
             raise SteeringSpecError("extra_args.steering must be an object", "steering")
-        unknown = set(body) - {"personas", "traits", "scale", "safety", "hashes"}
+        unknown = set(body) - {"personas", "traits", "scale", "safety", "hashes", "monitor",
+                               "steer_tokens"}
         if unknown:
             raise SteeringSpecError(f"unknown steering keys: {', '.join(sorted(unknown))}", "steering")
         return build_spec(blend=body.get("personas"), traits=body.get("traits"),
                           scale=body.get("scale"),
                           safety=bool(_bool(body.get("safety"), "steering.safety")),
-                          max_weight=max_weight)
+                          max_weight=max_weight, monitor=body.get("monitor"),
+                          steer_tokens=body.get("steer_tokens"), max_monitor=max_monitor)
     if not any(k in extra_args for k in FLAT_KEYS):
         return None
     safety = _bool(extra_args.get("steer_safety"), "steer_safety")
@@ -231,4 +310,6 @@ def parse_extra_args(extra_args: Mapping[str, Any] | None,
                       strength=extra_args.get("steer_strength"),
                       blend=extra_args.get("steer_blend"), traits=extra_args.get("steer_traits"),
                       scale=extra_args.get("steer_scale"),
-                      safety=safety, max_weight=max_weight)
+                      safety=safety, max_weight=max_weight,
+                      monitor=extra_args.get("steer_monitor"),
+                      steer_tokens=extra_args.get("steer_tokens"), max_monitor=max_monitor)

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Optional
 
-from persona_steer.resolve import content_hashes, default_strength
+from persona_steer.resolve import MonitorNameError, content_hashes, default_strength, monitor_hashes
 from persona_steer.steering_spec import SteeringSpec, SteeringSpecError, build_spec
 from persona_steer.store import VectorNotFound
 from persona_steer.structured import json_schema_constraint
@@ -33,6 +33,7 @@ class Steering:
     extra_args: Optional[dict]
     cache_salt: Optional[str]
     applied: dict                          # echoed to the client
+    monitor: tuple[str, ...] = ()          # names read per token (docs/monitoring.md)
 
     @property
     def steered(self) -> bool:
@@ -63,14 +64,26 @@ def resolve_steering(state: ServerState, fields: Any, model: Optional[str] = Non
     scale = getattr(fields, "scale", None)
     if scale is not None and not (math.isfinite(scale) and abs(scale) <= s.max_weight):
         raise SteeringSpecError(f"scale={scale} must be finite and within ±{s.max_weight}", "scale")
+    monitor = getattr(fields, "monitor", None)
+    steer_tokens = getattr(fields, "steer_tokens", None)
     spec = build_spec(persona=persona, strength=getattr(fields, "strength", None),
                       blend=getattr(fields, "blend", None), traits=getattr(fields, "traits", None),
                       scale=state.scale if scale is None else scale,
                       safety=getattr(fields, "safety", None),
                       default_strength=default_strength(state.store, persona, s.default_strength),
-                      default_safety=s.safety.default, max_weight=s.max_weight)
+                      default_safety=s.safety.default,
+                      max_weight=s.max_weight,
+                      monitor=list(s.monitor.default) if monitor is None else monitor,
+                      steer_tokens=s.steer_tokens if steer_tokens is None else steer_tokens,
+                      max_monitor=s.monitor.max_names)
+    watched = monitor_pins(state, spec)
     if spec.is_noop:
-        return Steering(None, None, None, {**spec.to_dict(), "steered": False})
+        applied = {**spec.to_dict(), "steered": False}
+        if not spec.monitor:
+            return Steering(None, None, None, applied)
+        extra = spec.to_extra_args()
+        extra["steering"]["hashes"] = watched
+        return Steering(None, extra, None, applied, spec.monitor)
     for kind, name, _ in spec.weighted():
         if not state.is_loaded(kind, name):
             raise APIError(404, f"{kind} '{name}' is not loaded (loaded: "
@@ -86,9 +99,22 @@ def resolve_steering(state: ServerState, fields: Any, model: Optional[str] = Non
                             "server's store has none: run `persona-steer extract-axes`",
                        param="safety", code="axis_missing") from None
     extra = spec.to_extra_args()
-    extra["steering"]["hashes"] = hashes
+    extra["steering"]["hashes"] = {**watched, **hashes}   # monitored vectors: pinned, not salted
     salt = spec.cache_key(hashes, state.scale)
-    return Steering(spec, extra, salt, {**spec.to_dict(), "steered": True})
+    return Steering(spec, extra, salt, {**spec.to_dict(), "steered": True}, spec.monitor)
+
+
+def monitor_pins(state: ServerState, spec: SteeringSpec) -> dict[str, str]:
+    """Content hashes of the monitored vectors; an unknown name is a 404 naming it."""
+    if not spec.monitor:
+        return {}
+    if state.settings.steering.monitor.columns <= 0:
+        raise APIError(400, "live monitoring is off on this server (steering.monitor.columns: 0)",
+                       param="monitor", code="monitor_off")
+    try:
+        return monitor_hashes(spec.monitor, state.store, state.shape)
+    except MonitorNameError as err:
+        raise APIError(404, str(err), param="monitor", code="monitor_not_found") from None
 
 
 # --- prompts and sampling ---------------------------------------------------------------------
@@ -177,6 +203,9 @@ def sampling_params(req: Any, max_tokens: int, steering: Steering, *, stream: bo
     )
     if steering.extra_args is not None:
         kw["extra_args"] = steering.extra_args
+    if steering.monitor and req.n > 1:
+        raise APIError(400, "monitor reads one answer per request: use n=1 (or several "
+                            "requests)", param="monitor", code="invalid_request")
     try:
         return SamplingParams(**kw)
     except Exception as err:   # VLLMValidationError, ValueError, TypeError

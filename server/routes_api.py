@@ -26,6 +26,7 @@ from persona_steer.vector_format import SteeringVector, VectorFormatError, valid
 from server import lifecycle
 from server.deps import get_state, ready_state
 from server.errors import APIError, error_body, to_api_error
+from server.monitoring import track_for
 from server.generation import (chat_prompt, engine_prompt, finish, generate, max_tokens_for, new_id,
                                resolve_steering, sampling_params, usage)
 from server.openapi import BINARY, WITH_BODY, errors
@@ -308,8 +309,10 @@ async def simple_chat_events(state: ServerState, req: SimpleChatRequest) -> Asyn
                              defaults=state.sampling_defaults)
     rid = new_id("chat")
     sp = ThinkSplitter(state.think, text.rstrip("\n").endswith(THINK_START))
-    yield {"type": "start", "id": rid, "steering": steering.applied}
+    yield {"type": "start", "id": rid, "steering": steering.applied,
+           **({"monitor": list(steering.monitor)} if steering.monitor else {})}
     n_out, reason = 0, None
+    track = track_for(steering)
     async for out in generate(state, engine_prompt(ids, steering), params, rid,
                               steering.steered):
         o = out.outputs[0]
@@ -319,8 +322,13 @@ async def simple_chat_events(state: ServerState, req: SimpleChatRequest) -> Asyn
             yield {"type": "delta", "reasoning": reasoning}
         if content:
             yield {"type": "delta", "content": content}
+        if track is not None and (rows := track.take(out, len(o.token_ids))):
+            yield {"type": "monitor", **track.fields(rows)}
         reason = o.finish_reason or reason
-    yield {"type": "done", "finish_reason": finish(reason), "usage": usage(len(ids), n_out)}
+    done = {"type": "done", "finish_reason": finish(reason), "usage": usage(len(ids), n_out)}
+    if track is not None:
+        done.update(track.fields())
+    yield done
 
 
 class SamplingFieldsOf:
@@ -341,6 +349,8 @@ async def api_chat(req: SimpleChatRequest, request: Request):
 
     async def consume():
         async for ev in simple_chat_events(state, req):
+            if ev["type"] == "monitor":
+                continue
             if ev["type"] == "delta":
                 (content if "content" in ev else reasoning).append(ev.get("content") or
                                                                    ev.get("reasoning"))
@@ -358,9 +368,13 @@ async def api_chat(req: SimpleChatRequest, request: Request):
             with contextlib.suppress(BaseException):
                 await task
             raise APIError(400, "client disconnected", code="client_disconnected")
-    return {"id": result.get("id"), "response": "".join(content),
+    body = {"id": result.get("id"), "response": "".join(content),
             "reasoning": "".join(reasoning) or None, "steering": result.get("steering"),
             "finish_reason": result.get("finish_reason"), "usage": result.get("usage")}
+    for key in ("monitor", "capping"):   # the done event's whole answer (docs/monitoring.md)
+        if key in result:
+            body[key] = result[key]
+    return body
 
 
 def ws_authorized(state: ServerState, ws: WebSocket) -> bool:

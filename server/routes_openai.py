@@ -19,6 +19,7 @@ from server.errors import APIError, to_api_error
 from server.generation import (chat_logprobs, chat_prompt, completion_logprobs, engine_prompt,
                                finish, generate, max_tokens_for, merge, new_id, now,
                                resolve_steering, sampling_params, text_prompt, usage)
+from server.monitoring import track_for
 from server.openapi import SSE, WITH_BODY, errors
 from server.schemas import ChatCompletionRequest, CompletionRequest
 from server.state import PERSONA_MODEL_PREFIX, model_ids
@@ -171,6 +172,9 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
                             "reasoning_content": reasoning if sp.seen_reasoning else None},
                 "logprobs": {"content": lp} if lp is not None else None,
                 "finish_reason": finish(o.finish_reason)})
+            if (track := track_for(steering, req.n)) is not None:
+                track.take(final, len(o.token_ids))
+                choices[-1].update(track.fields())
         return {"id": rid, "object": "chat.completion", "created": created, "model": model,
                 "choices": choices, "usage": usage(len(ids), n_out),
                 "steering": steering.applied}
@@ -181,6 +185,8 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
 
     async def events():
         splitters: dict[int, ThinkSplitter] = {}
+        track = track_for(steering, req.n)     # n == 1 when monitoring
+        pending: list = []                      # rows of tokens no chunk has carried yet
         n_out = 0
         async for _, out in source:
             for o in out.outputs:
@@ -191,6 +197,15 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
                              "logprobs": None, "finish_reason": None}
                     yield chunk([first], **({"steering": steering.applied} if i == 0 else {}))
                 n_out += len(o.token_ids)
+                if track is not None:
+                    pending += track.take(out, len(o.token_ids))
+
+                def readings() -> dict:
+                    if track is None:
+                        return {}
+                    body = track.fields(list(pending))
+                    pending.clear()
+                    return body
                 reasoning, content = splitters[i].feed(o.text)
                 delta = {}
                 if reasoning:
@@ -202,10 +217,10 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
                 if delta or lp:
                     yield chunk([{"index": i, "delta": delta,
                                   "logprobs": {"content": lp} if lp else None,
-                                  "finish_reason": None}])
+                                  "finish_reason": None, **readings()}])
                 if o.finish_reason is not None:
                     yield chunk([{"index": i, "delta": {}, "logprobs": None,
-                                  "finish_reason": finish(o.finish_reason)}])
+                                  "finish_reason": finish(o.finish_reason), **readings()}])
         if include_usage:
             yield chunk([], usage=usage(len(ids), n_out))
 
@@ -252,6 +267,9 @@ async def completions(req: CompletionRequest, request: Request):
                 if req.return_token_ids:
                     choice["token_ids"] = list(o.token_ids)
                     choice["prompt_token_ids"] = list(id_lists[k])
+                if (track := track_for(steering, req.n)) is not None:
+                    track.take(results[k], len(o.token_ids))
+                    choice.update(track.fields())
                 choices.append(choice)
         return {"id": rid, "object": "text_completion", "created": created, "model": model,
                 "choices": choices, "usage": usage(n_prompt, n_out),
@@ -263,6 +281,7 @@ async def completions(req: CompletionRequest, request: Request):
 
     async def events():
         n_out, first, offsets = 0, True, {}
+        tracks = {k: track_for(steering, req.n) for k in range(len(id_lists))}
         async for k, out in source:
             for o in out.outputs:
                 idx = k * req.n + o.index
@@ -278,6 +297,8 @@ async def completions(req: CompletionRequest, request: Request):
                           "finish_reason": finish(o.finish_reason)}
                 if req.return_token_ids:
                     choice["token_ids"] = list(o.token_ids)
+                if tracks[k] is not None:
+                    choice.update(tracks[k].fields(tracks[k].take(out, len(o.token_ids))))
                 yield chunk([choice], **extra)
         if include_usage:
             yield chunk([], usage=usage(n_prompt, n_out))

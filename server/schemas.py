@@ -57,6 +57,10 @@ class SteeringFields(BaseModel):
     traits: Optional[NamedWeights] = None
     scale: Optional[Weight] = None      # None: the server's current steering scale
     safety: Optional[bool] = None
+    # live monitoring: persona names, trait:NAME (or a bare trait name), assistant_axis;
+    # None: the config's steering.monitor.default, [] none (docs/monitoring.md)
+    monitor: Optional[list[Annotated[str, StringConstraints(max_length=80)]]] = None
+    steer_tokens: Optional[Literal["all", "generated", "prompt"]] = None
 
 
 class StreamOptions(BaseModel):

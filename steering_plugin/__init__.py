@@ -14,9 +14,10 @@ def register() -> None:
 
     if ARCH not in ModelRegistry.get_supported_archs():
         ModelRegistry.register_model(ARCH, "steering_plugin.model:SteerQwen3ForCausalLM")
-    from steering_plugin import admission, cpu_wait, failures, pipeline, runner_v1
+    from steering_plugin import admission, cpu_wait, failures, monitor_channel, pipeline, runner_v1
     admission.install()   # front end: validate steering, pin vector hashes, salt the cache key
     runner_v1.install()   # workers (V1 runner): per-token slot index before each forward
     failures.install()    # a request whose steering can't be applied fails alone, with a reason
     pipeline.install()    # pipeline parallel: such failures travel on to the last stage
+    monitor_channel.install()   # live monitoring readings: worker -> scheduler -> server
     cpu_wait.install()    # CPU hosts: engine core and worker sleep, not spin, between steps

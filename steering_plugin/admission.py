@@ -44,17 +44,25 @@ def admit(hf_config, request) -> None:
         return
     from vllm.exceptions import VLLMValidationError
 
-    from persona_steer.resolve import ModelShape, content_hashes
+    from persona_steer.resolve import MonitorNameError, content_hashes, monitor_hashes
     from persona_steer.steering_spec import SteeringSpecError, parse_extra_args
     from persona_steer.store import VectorNotFound, VectorStore
     from persona_steer.vector_format import VectorFormatError
 
     try:
-        spec = parse_extra_args(params.extra_args, getattr(hf_config, "steering_max_weight", None))
-        if spec is None or spec.is_noop:
+        spec = parse_extra_args(params.extra_args, getattr(hf_config, "steering_max_weight", None),
+                                getattr(hf_config, "steering_monitor_max_names", None))
+        if spec is None or not spec.needs_engine_args:
             return
-        shape = _shape(hf_config)
-        hashes = content_hashes(spec, _store(hf_config.steering_store), shape)
+        if spec.monitor and not getattr(hf_config, "steering_monitor_columns", 0):
+            raise SteeringSpecError("this engine has live monitoring off "
+                                    "(steering_monitor_columns is 0)", "monitor")
+        shape, store = _shape(hf_config), _store(hf_config.steering_store)
+        hashes = {} if spec.is_noop else content_hashes(spec, store, shape)
+        # monitored vectors are pinned too, but stay out of the salt: reading changes no output
+        pinned = {**monitor_hashes(spec.monitor, store, shape), **hashes}
+    except MonitorNameError as err:
+        raise VLLMValidationError(str(err), parameter="monitor") from None
     except SteeringSpecError as err:
         raise VLLMValidationError(str(err), parameter=err.param or "steering") from None
     except VectorNotFound as err:
@@ -65,7 +73,9 @@ def admit(hf_config, request) -> None:
             parameter="steering") from None
     except VectorFormatError as err:
         raise VLLMValidationError(str(err), parameter="steering") from None
-    params.extra_args = pin_hashes(params.extra_args, hashes)
+    params.extra_args = pin_hashes(params.extra_args, pinned)
+    if spec.is_noop:
+        return
     salt = spec.cache_key(hashes, float(getattr(hf_config, "steering_scale", 1.0)))
     if request.cache_salt != salt:
         request.cache_salt = salt if not request.cache_salt else f"{request.cache_salt}|{salt}"

@@ -27,6 +27,8 @@ def steering_overrides(settings: Settings, model_id: str | None = None) -> dict[
         "steering_max_weight": s.max_weight,
         "steering_cap_layers": s.safety.layers,
         "steering_cap_percentile": s.safety.percentile,
+        "steering_monitor_columns": max(s.monitor.columns, 0),   # live monitoring (monitor.py)
+        "steering_monitor_max_names": s.monitor.max_names,
     }
 
 

@@ -31,6 +31,7 @@ from vllm.model_executor.models.utils import extract_layer_index, maybe_prefix
 
 from persona_steer.config import resolve_layers
 from steering_plugin.config_check import check_config
+from steering_plugin.monitor import MonitorBuffers, monitor_columns
 
 
 def _layer_spec(value, default="all"):
@@ -84,11 +85,15 @@ class SteerQwen3DecoderLayer(Qwen3DecoderLayer):
         super().__init__(*args, prefix=prefix, **kwargs)
         self.steer_layer_idx = extract_layer_index(prefix)
         self.steer_buffers: SteeringBuffers | None = None   # set by SteerQwen3Model
+        self.monitor_buffers: MonitorBuffers | None = None  # set by SteerQwen3Model (monitor.py)
 
     def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor,
                 residual: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         hidden_states, residual = super().forward(positions, hidden_states, residual)
-        return hidden_states, self.steer_buffers.steer(self.steer_layer_idx, hidden_states, residual)
+        steered = self.steer_buffers.steer(self.steer_layer_idx, hidden_states, residual)
+        if self.monitor_buffers is not None:    # fixed at init: no branch in the compiled graph
+            self.monitor_buffers.record(self.steer_layer_idx, hidden_states, residual, steered)
+        return hidden_states, steered
 
 
 class SteerQwen3Model(Qwen3Model):
@@ -103,6 +108,19 @@ class SteerQwen3Model(Qwen3Model):
             max_tokens=vllm_config.scheduler_config.max_num_batched_tokens)
         for layer in self.layers[self.start_layer:self.end_layer]:
             layer.steer_buffers = self.steer_buffers   # one shared module, not copies
+        self._add_monitor_buffers(vllm_config)
+
+    def _add_monitor_buffers(self, vllm_config: VllmConfig) -> None:
+        """Live monitoring (steering_plugin/monitor.py); none when steering_monitor_columns is 0."""
+        hf = vllm_config.model_config.hf_config
+        columns = monitor_columns(hf)
+        self.monitor_buffers = None if columns <= 0 else MonitorBuffers(
+            num_layers=hf.num_hidden_layers, hidden=hf.hidden_size, columns=columns,
+            max_tokens=vllm_config.scheduler_config.max_num_batched_tokens,
+            first_layer=self.start_layer, dtype=vllm_config.model_config.dtype,
+            steer=self.steer_buffers, layers=range(self.start_layer, self.end_layer))
+        for layer in self.layers[self.start_layer:self.end_layer]:
+            layer.monitor_buffers = self.monitor_buffers
 
 
 class SteerQwen3ForCausalLM(Qwen3ForCausalLM):

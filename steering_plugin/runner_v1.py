@@ -38,5 +38,8 @@ def _begin_step(runner, num_scheduled_tokens) -> None:
         return
     req_ids = list(runner.input_batch.req_ids)
     params = [runner.requests[r].sampling_params for r in req_ids]
+    n = len(req_ids)
     # runner.requests holds every unfinished request, unscheduled and preempted ones included
-    rt.begin_step(req_ids, num_scheduled_tokens, params, live=runner.requests.keys())
+    rt.begin_step(req_ids, num_scheduled_tokens, params, live=runner.requests.keys(),
+                  num_computed=runner.input_batch.num_computed_tokens_cpu[:n],
+                  num_prompt=[runner.requests[r].num_prompt_tokens for r in req_ids])

@@ -39,6 +39,7 @@ from persona_steer.resolve import ModelShape, axis_thresholds, load_checked
 from persona_steer.steering_spec import SteeringSpec, parse_extra_args
 from persona_steer.store import VectorStore
 from persona_steer.vector_format import AXIS_NAME, SteeringVector, combine
+from steering_plugin.monitor_runtime import MonitorRuntime
 
 log = logging.getLogger("steering_plugin")
 
@@ -100,6 +101,9 @@ class SteeringRuntime:
         self.failed: dict[str, str] = {}                        # live req_id -> why it fails
         self.step_failures: dict[str, str] = {}                 # failed requests in this step
         self.upstream_failed: set[str] = set()   # failed on an earlier pipeline stage, this step
+        monitor_buffers = getattr(model.model, "monitor_buffers", None)
+        self.monitor = (MonitorRuntime(monitor_buffers, self.store, self.shape)
+                        if monitor_buffers is not None else None)   # live monitoring, or off
 
     # --- resolving requests ------------------------------------------------------------
     def _vector(self, kind: str, name: str, want: str | None) -> tuple[SteeringVector, str]:
@@ -158,7 +162,9 @@ class SteeringRuntime:
         results: list[tuple[str, _Entry | None, str | None]] = []
         for rid, params in new:
             try:
-                results.append((rid, self._resolve(params), None))
+                entry = self._resolve(params)
+                self._admit_monitor(rid, params)
+                results.append((rid, entry, None))
             except Exception as err:  # never take the engine down for one request
                 results.append((rid, None, str(err) or type(err).__name__))
         if self.agree is not None:
@@ -171,12 +177,24 @@ class SteeringRuntime:
         for rid, entry, why in results:
             if why is not None:
                 self.failed[rid] = why
+                if self.monitor is not None:
+                    self.monitor.forget(rid)
                 log.error("steering for request %s cannot be applied; failing it: %s", rid, why)
                 entry = None
             self.entries[rid] = entry
             if entry is not None:
                 self._use(entry.key)
         self._trim()   # deltas resolved for requests that then failed
+
+    def _admit_monitor(self, rid: str, params: Any) -> None:
+        extra = getattr(params, "extra_args", None)
+        if self.monitor is not None:
+            self.monitor.admit(rid, params, self.max_weight, pinned_hashes(extra) or {})
+            return
+        spec = parse_extra_args(extra, self.max_weight)
+        if spec is not None and spec.monitor:
+            raise SteeringFailure("this engine has live monitoring off "
+                                  "(steering.monitor.columns: 0)")
 
     def _use(self, key: tuple) -> None:
         self.users[key] += 1
@@ -202,14 +220,21 @@ class SteeringRuntime:
         for rid in [r for r in self.entries if r not in live]:
             entry = self.entries.pop(rid)
             self.failed.pop(rid, None)
+            if self.monitor is not None:
+                self.monitor.forget(rid)
             if entry is not None:
                 self._unuse(entry.key)
 
     # --- per step ------------------------------------------------------------------------
     def begin_step(self, req_ids: Sequence[str], num_scheduled_tokens: np.ndarray,
-                   params: Sequence[Any], live: Iterable[str] | None = None) -> None:
+                   params: Sequence[Any], live: Iterable[str] | None = None,
+                   num_computed: Sequence[int] | None = None,
+                   num_prompt: Sequence[int] | None = None) -> None:
         """`live`: every request the runner still holds (scheduled this step or not, preempted
-        included); a request absent from it has finished and releases its delta."""
+        included); a request absent from it has finished and releases its delta.
+        `num_computed`/`num_prompt`: per request, tokens computed before this step and the
+        prompt's length (positions), for `steer_tokens`; None: the runner cannot tell, and a
+        request that steers only part of its tokens fails."""
         n_reqs = len(req_ids)
         self._forget(set(req_ids) | set(live if live is not None else ()))
         new = [(rid, p) for rid, p in zip(req_ids, params) if rid not in self.entries]
@@ -240,8 +265,31 @@ class SteeringRuntime:
                 self.inner.cap_on[slot] = 1.0 if e.spec.safety else 0.0
             slots[i] = slot
 
-        per_token = np.repeat(slots, np.asarray(num_scheduled_tokens[:n_reqs], dtype=np.int64))
+        counts = np.asarray(num_scheduled_tokens[:n_reqs], dtype=np.int64)
+        per_token = np.repeat(slots, counts)
+        self._limit_tokens(entries, req_ids, counts, per_token, num_computed, num_prompt)
         self._write_index(per_token)
+        if self.monitor is not None:
+            self.monitor.begin_step(req_ids, counts, set(self.step_failures))
+
+    def _limit_tokens(self, entries, req_ids, counts, per_token, num_computed, num_prompt) -> None:
+        """`steer_tokens`: a request steered on its prompt or its generated tokens only has the
+        other positions on slot 0 (no delta, no capping). Position p of a request is a prompt
+        token when p < its prompt length, whatever step computes it (preemption recomputes)."""
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1])) if len(counts) else counts
+        for i, e in enumerate(entries):
+            if e is None or e.spec.steer_tokens == "all" or counts[i] == 0:
+                continue
+            if num_computed is None or num_prompt is None:
+                self.step_failures[req_ids[i]] = self.failed[req_ids[i]] = (
+                    "steer_tokens needs vLLM's V1 model runner (model.model_runner: v1)")
+                per_token[starts[i]:starts[i] + counts[i]] = 0
+                continue
+            pos = int(num_computed[i]) + np.arange(counts[i])
+            keep = pos >= int(num_prompt[i]) if e.spec.steer_tokens == "generated" \
+                else pos < int(num_prompt[i])
+            seg = per_token[starts[i]:starts[i] + counts[i]]
+            seg[~keep] = 0
 
     def _write_index(self, per_token: np.ndarray) -> None:
         n = per_token.shape[0]

@@ -155,3 +155,23 @@ def test_decoding_defaults_to_the_config_penalties_and_zero_sends_none():
         decoding_from_args(_decoding_args(frequency_penalty=-2.5))
     with pytest.raises(CLIError, match="--presence-penalty must be between -2 and 2"):
         decoding_from_args(_decoding_args(presence_penalty=2.5))
+
+
+def test_monitor_prints_one_summary_line_after_the_answer():
+    class Monitored(FakeClient):
+        def chat_stream(self, messages, **kw):
+            self.calls.append(("chat", [dict(m) for m in messages], kw))
+            yield ChatDelta(content="Arr", monitor={"pirate": {"tokens": [1.5], "mean": 1.5,
+                                                               "last": 1.5, "min": 1.5, "max": 1.5}})
+            yield ChatDelta(content="!", finish_reason="stop", monitor={"pirate": {
+                "tokens": [2.5], "mean": 2.0, "last": 2.5, "min": 1.5, "max": 2.5}})
+    out = io.StringIO()
+    r = Repl(Monitored(), ChatState(), Console(file=out, width=200, color_system=None), {})
+    r.handle("hello")
+    assert "monitor" not in r.client.calls[-1][2] and "monitor:" not in out.getvalue()
+    r.handle("/monitor pirate")
+    r.handle("hello again")
+    assert r.client.calls[-1][2]["monitor"] == ["pirate"]
+    assert "Arr!\nmonitor: pirate mean +2.00 last +2.50 [+1.50..+2.50]" in out.getvalue()
+    r.handle("/monitor off")
+    assert r.state.monitor == []

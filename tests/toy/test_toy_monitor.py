@@ -1,0 +1,61 @@
+"""Live monitoring on the toy persona model with its shipped demo vectors: a persona's reading is
+clearly higher when that persona is system-prompted (no steering) than in plain answers, for
+every demo persona, and steering toward a persona raises its reading."""
+from __future__ import annotations
+
+import random
+
+import httpx
+import pytest
+
+from extraction.toy import corpus
+from persona_steer.config import PROJECT_ROOT, load_config
+from persona_steer.toy_demo import DEMO_PERSONAS, TOY_MODEL
+
+QUESTIONS = [q for q, _ in corpus.eval_questions(3)]
+
+
+@pytest.fixture(scope="module")
+def toy_monitor_server(tmp_path_factory):
+    from extraction.toy.eval import ToyServer
+    work = tmp_path_factory.mktemp("toy-monitor")
+    settings = load_config(PROJECT_ROOT / "config.yaml", overrides=[
+        f"model.name={TOY_MODEL}", f"paths.vectors={work / 'vectors'}",
+        f"paths.datasets={work / 'datasets'}", f"paths.cache={PROJECT_ROOT / '.cache'}",
+        "model.enforce_eager=true"], environ={})
+    srv = ToyServer(settings, work, demo_vectors="auto")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def mean_reading(url, name, system=None, **steer) -> float:
+    values = []
+    for q in QUESTIONS:
+        msgs = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": q}]
+        r = httpx.post(url + "/v1/chat/completions", timeout=120, json={
+            "messages": msgs, "max_tokens": 40, "temperature": 0,
+            "monitor": [name], **steer})
+        assert r.status_code == 200, r.text
+        values += r.json()["choices"][0]["monitor"][name]["tokens"]
+    return sum(values) / len(values)
+
+
+def test_prompted_persona_reads_higher_than_plain_answers(toy_monitor_server):
+    url = toy_monitor_server.url
+    rng = random.Random(7)
+    gaps = {}
+    for p in DEMO_PERSONAS:
+        prompted = mean_reading(url, p, corpus.system_prompt([corpus.PERSONAS[p]], rng, "eval"))
+        plain = mean_reading(url, p)
+        gaps[p] = (round(plain, 2), round(prompted, 2))
+    print("plain vs prompted mean z:", gaps)
+    assert all(prompted > plain + 0.5 for plain, prompted in gaps.values()), gaps
+
+
+def test_steering_toward_a_persona_raises_its_reading(toy_monitor_server):
+    url = toy_monitor_server.url
+    for p in ("pirate", "robot"):
+        assert mean_reading(url, p, persona=p) > mean_reading(url, p) + 0.5
