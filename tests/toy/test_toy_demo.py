@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from extraction.toy import RECOMMENDED, corpus
+from persona_steer.toy_demo import demo_default_strengths
 from persona_steer.toy_demo import DEMO_PERSONAS, DEMO_TRAITS, TOY_MODEL, demo_dir, seed_demo_vectors
 from persona_steer.config import PROJECT_ROOT, load_config
 from persona_steer.store import VectorStore
@@ -35,9 +36,10 @@ def test_shipped_demo_vectors_are_valid_and_equalized():
         assert v.model == TOY_MODEL and v.layers.tolist() == [0, 1, 2]
         assert v.metadata["position"] == "response_mean"
         assert v.meta_json("norm_equalized_with") == list(DEMO_PERSONAS)
-        # the toy model's measured setting travels with its vectors (extraction.toy.RECOMMENDED)
+        # the toy model's measured setting travels with its vectors: layers from
+        # extraction.toy.RECOMMENDED, a persona's strength from its measured demo default
         assert v.recommended_layers() == RECOMMENDED["layer_list"]
-        assert v.recommended_strength() == RECOMMENDED["strength"]
+        assert v.recommended_strength() == demo_default_strengths()[v.name]
     norms = torch.stack([v.vectors.norm(dim=-1) for v in vecs])      # [personas, layers]
     assert torch.allclose(norms, norms.mean(0, keepdim=True).expand_as(norms), rtol=1e-4)
     axis = store.load("axis", "assistant_axis")
