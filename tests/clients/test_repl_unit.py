@@ -159,8 +159,8 @@ def test_decoding_defaults_to_the_config_penalties_and_zero_sends_none():
 
 def test_monitor_prints_one_summary_line_after_the_answer():
     class Monitored(FakeClient):
-        def chat_stream(self, messages, **kw):
-            self.calls.append(("chat", [dict(m) for m in messages], kw))
+        def chat_stream(self, messages, steering=None, **kw):
+            self.calls.append(("chat", [dict(m) for m in messages], steering))
             yield ChatDelta(content="Arr", monitor={"pirate": {"tokens": [1.5], "mean": 1.5,
                                                                "last": 1.5, "min": 1.5, "max": 1.5}})
             yield ChatDelta(content="!", finish_reason="stop", monitor={"pirate": {
@@ -168,10 +168,10 @@ def test_monitor_prints_one_summary_line_after_the_answer():
     out = io.StringIO()
     r = Repl(Monitored(), ChatState(), Console(file=out, width=200, color_system=None), {})
     r.handle("hello")
-    assert "monitor" not in r.client.calls[-1][2] and "monitor:" not in out.getvalue()
+    assert r.client.calls[-1][2].monitor is None and "monitor:" not in out.getvalue()
     r.handle("/monitor pirate")
     r.handle("hello again")
-    assert r.client.calls[-1][2]["monitor"] == ["pirate"]
+    assert r.client.calls[-1][2].monitor == ["pirate"]
     assert "Arr!\nmonitor: pirate mean +2.00 last +2.50 [+1.50..+2.50]" in out.getvalue()
     r.handle("/monitor off")
     assert r.state.monitor == []
