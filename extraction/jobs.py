@@ -34,6 +34,7 @@ import torch
 
 from persona_steer.config import ConfigError, Settings, resolve_layers
 from persona_steer.store import VectorStore
+from persona_steer.toy_demo import TOY_MODEL
 from persona_steer.vector_format import (AXIS_NAME, AXIS_PERCENTILES, SteeringVector,
                                          VectorFormatError, validate_name)
 
@@ -111,6 +112,21 @@ def _common_meta(ex: Extractor, opts: JobOptions, questions: list[str], n_respon
             "num_questions": len(questions), "num_responses": n_responses,
             "quality_filter": opts.quality_filter, "created_at": _now(),
             "timings": getattr(ex, "timings", {})}
+
+
+def with_model_setting(settings: Settings, vec: SteeringVector) -> SteeringVector:
+    """A new vector on the toy model steers with the toy's measured setting (layers 0-2 at
+    extraction.toy.RECOMMENDED's strength, docs/toy-model.md) until `persona-steer tune` picks
+    its own: the demo model carries its settings, so the global config can default to a real
+    model's (`extraction.target_layers: all`). Any other model's vectors are left as they are."""
+    if settings.model.name != TOY_MODEL or vec.recommended_layers() is not None:
+        return vec
+    from extraction.toy import RECOMMENDED
+    layers = [i for i in RECOMMENDED["layer_list"] if i in vec.layers.tolist()]
+    if not layers:
+        return vec
+    return vec.with_recommendation(layers, RECOMMENDED["strength"], {
+        "scorer": "marker", "source": "the toy model's measured setting (extraction.toy.RECOMMENDED)"})
 
 
 def _save(settings: Settings, vec: SteeringVector, rep: Reporter) -> Path:
@@ -214,6 +230,7 @@ def run_persona_job(settings: Settings, name: str, *, archetype: str | None = No
                     archetype=archetype or "", prompts=prompts, baseline_prompts=assistant)
         vec = _contrast_vector("persona", name, desc, pos, neg, baseline,
                                _target_rows(settings, n_layers), ex.model_id, meta)
+        vec = with_model_setting(settings, vec)
         if save:
             _save(settings, vec, rep)
     return vec
@@ -246,6 +263,7 @@ def run_trait_job(settings: Settings, word: str, opposite: str, *, name: str | N
                     opposite=o, prompts=pos_prompts, opposite_prompts=neg_prompts)
         vec = _contrast_vector("trait", name, f"{w} (vs {o})", pos, neg, neg.mean(0),
                                _target_rows(settings, pos.shape[1]), ex.model_id, meta)
+        vec = with_model_setting(settings, vec)
         _save(settings, vec, rep)
     return vec
 

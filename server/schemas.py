@@ -27,6 +27,9 @@ SEED_MAX = 2 ** 53 - 1      # the largest integer every JSON client (a double) h
 # persona_steer.steering_spec and written into the document by server.openapi ("x-bound").
 VectorName = Annotated[str, StringConstraints(pattern=NAME_RE.pattern)]
 NamePath = Annotated[str, Path(pattern=NAME_RE.pattern)]
+# a monitored name: a vector name, optionally "trait:" / "persona:" to say its kind
+MonitorName = Annotated[str, StringConstraints(
+    pattern="^((trait|persona):)?" + NAME_RE.pattern.removeprefix("^"))]
 Weight = Annotated[float, Field(allow_inf_nan=False, json_schema_extra={"x-bound": "weight"})]
 NamedWeights = Annotated[dict[VectorName, Weight], WithJsonSchema({
     "type": "object", "description": "{name: weight}",
@@ -59,7 +62,7 @@ class SteeringFields(BaseModel):
     safety: Optional[bool] = None
     # live monitoring: persona names, trait:NAME (or a bare trait name), assistant_axis;
     # None: the config's steering.monitor.default, [] none (docs/monitoring.md)
-    monitor: Optional[list[Annotated[str, StringConstraints(max_length=80)]]] = None
+    monitor: Optional[list[MonitorName]] = None
     steer_tokens: Optional[Literal["all", "generated", "prompt"]] = None
 
 

@@ -429,8 +429,9 @@ def sweep(settings, client, questions, *, positions: list[str], strengths: list[
         for lname, layers in layer_sets.items():
             tag = lname.replace(",", "-")       # vector names allow no commas
             for p in PERSONAS:
-                names[(lname, p)] = (p + suffix if lname == "all"
-                                     else restricted(settings, p + suffix, layers, f"{p}{suffix}_s{tag}"))
+                # a copy even for "all": the extracted file may carry the toy's recommended
+                # rows (extraction.jobs.with_model_setting), and the sweep steers every row it names
+                names[(lname, p)] = restricted(settings, p + suffix, layers, f"{p}{suffix}_s{tag}")
         gens, keys = [], []
         for lname in layer_sets:
             for s in strengths:

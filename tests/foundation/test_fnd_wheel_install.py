@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from persona_steer.config import PROJECT_ROOT
+from persona_steer.toy_demo import demo_default_strengths
 from tests.conftest import STARTUP_TIMEOUT_S, free_port
 
 pytestmark = pytest.mark.engine
@@ -98,7 +99,8 @@ def test_wheel_serves_from_an_empty_folder(wheel_venv, tmp_path):
             "model": "builtin:toy-persona", "persona": "pirate", "max_tokens": 8,
             "temperature": 0, "messages": [{"role": "user", "content": "Tell me about the sea."}]})
         assert r.status_code == 200, r.text
-        assert r.json()["steering"]["personas"] == {"pirate": 1.0}
+        # the shipped demo pirate carries its measured strength (no strength in the request)
+        assert r.json()["steering"]["personas"] == {"pirate": demo_default_strengths()["pirate"]}
         assert r.json()["choices"][0]["message"]["content"]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -1,6 +1,6 @@
 """`persona-steer tune` on the toy persona model with the marker scorer, through a real server
 (the toy session server): for every demo persona the tuned setting does at least as well as the
-shipped default (the demo vectors' rows, strength 1.0) on held-out questions, the pick is stored
+shipped default (the demo vectors' rows at each one's shipped recommended strength) on held-out questions, the pick is stored
 with the vector, /api/personas lists it, and the server steers with it when a request gives no
 strength (a request's own strength still wins). Kept cheap: few questions, short answers."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ from extraction.tune_scorers import MarkerScorer
 from persona_steer.store import VectorStore
 from persona_steer.toy_demo import DEMO_PERSONAS, demo_dir
 
-DEFAULT_LAYERS, DEFAULT_STRENGTH = [0, 1, 2], 1.0     # what the shipped demo vectors steer with
+DEFAULT_LAYERS, DEFAULT_STRENGTH = [0, 1, 2], 1.0     # rows the demo vectors steer; untuned default
 PREFIX = "tt-"                    # own names: the proof tests extract 'pirate' etc. in this store
 
 
@@ -38,11 +38,14 @@ def _params(**kw) -> TuneParams:
 def test_tune_beats_or_equals_the_defaults_on_held_out_questions(client, tmp_path):
     scorer = MarkerScorer()
     picked = {}
+    shipped = VectorStore(demo_dir())
     for p in DEMO_PERSONAS:
         name = PREFIX + p
+        shipped_strength = shipped.load("persona", p).recommended_strength()   # demo default
         result = tune(client, "persona", name, scorer, _params())
         assert result.best is not None and result.written, result.to_dict()
-        assert result.current.layers == DEFAULT_LAYERS and result.current.strength == 1.0
+        assert result.current.layers == DEFAULT_LAYERS
+        assert result.current.strength == shipped_strength
         assert result.best.expression >= result.current.expression
         picked[p] = result.best
         if p == "pirate":
@@ -50,11 +53,11 @@ def test_tune_beats_or_equals_the_defaults_on_held_out_questions(client, tmp_pat
         # held out: other questions, the pick against the default, nothing written
         check = tune(client, "persona", name, scorer, _params(
             layer_sets=[result.best.layers, DEFAULT_LAYERS],
-            strengths=sorted({result.best.strength, DEFAULT_STRENGTH}), num_questions=8,
+            strengths=sorted({result.best.strength, shipped_strength}), num_questions=8,
             question_seed=1, write=False))
         rows = {(tuple(r.layers), r.strength): r for r in check.rows}
         mine = rows[(tuple(result.best.layers), result.best.strength)]
-        default = rows[(tuple(DEFAULT_LAYERS), DEFAULT_STRENGTH)]
+        default = rows[(tuple(DEFAULT_LAYERS), shipped_strength)]
         print(f"{p}: picked layers {result.best.label} strength {result.best.strength:g}: "
               f"held-out expression {mine.expression:.0f} coherence {mine.coherence:.0f}; default "
               f"{default.expression:.0f} / {default.coherence:.0f}")

@@ -28,7 +28,7 @@ from persona_steer.config import PROJECT_ROOT
 from persona_steer.toy_demo import TOY_MODEL, recommended
 from tests.conftest import live_server
 from tests.server.test_srv_jobs_live import watch
-from tests.web.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.web.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.engine
 DESCRIPTION = "A salty pirate captain who hunts treasure on the high seas."
@@ -45,15 +45,6 @@ def toy(tmp_path_factory):
             "extraction": extraction, "server": {"demo_vectors": "auto"},
             "clients": shipped["clients"], "steering": shipped["steering"]}) as live:
         yield live
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture()
