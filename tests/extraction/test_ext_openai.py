@@ -48,7 +48,7 @@ def test_description_through_server_fails_clearly(server, tmp_path):
     # no template fallback (config.yaml ships one): the model's own failure must surface
     s = ext_settings(tmp_path, **{"model.name": server.model_id,
                                   "extraction.writer.fallback": "none"})
-    with pytest.raises(ExtractionError, match="^the model did not write 5 usable system prompts "
+    with pytest.raises(ExtractionError, match="^the served model did not write 5 usable system prompts "
                                               "for 'grump' after 3 attempts"):
         run_persona_job(s, "grump", description="a grumpy old lighthouse keeper",
                         rollout_backend="openai", base_url=server.base_url)

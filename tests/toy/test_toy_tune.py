@@ -1,6 +1,6 @@
 """`persona-steer tune` on the toy persona model with the marker scorer, through a real server
 (the toy session server): for every demo persona the tuned setting does at least as well as the
-shipped default (the demo vectors' rows at each one's shipped recommended strength) on held-out questions, the pick is stored
+untuned default (the demo vectors' rows at strength 1.0, what config.yaml shipped before tuning existed) on held-out questions, the pick is stored
 with the vector, /api/personas lists it, and the server steers with it when a request gives no
 strength (a request's own strength still wins). Kept cheap: few questions, short answers."""
 from __future__ import annotations
@@ -53,11 +53,11 @@ def test_tune_beats_or_equals_the_defaults_on_held_out_questions(client, tmp_pat
         # held out: other questions, the pick against the default, nothing written
         check = tune(client, "persona", name, scorer, _params(
             layer_sets=[result.best.layers, DEFAULT_LAYERS],
-            strengths=sorted({result.best.strength, shipped_strength}), num_questions=8,
+            strengths=sorted({result.best.strength, DEFAULT_STRENGTH}), num_questions=8,
             question_seed=1, write=False))
         rows = {(tuple(r.layers), r.strength): r for r in check.rows}
         mine = rows[(tuple(result.best.layers), result.best.strength)]
-        default = rows[(tuple(DEFAULT_LAYERS), shipped_strength)]
+        default = rows[(tuple(DEFAULT_LAYERS), DEFAULT_STRENGTH)]
         print(f"{p}: picked layers {result.best.label} strength {result.best.strength:g}: "
               f"held-out expression {mine.expression:.0f} coherence {mine.coherence:.0f}; default "
               f"{default.expression:.0f} / {default.coherence:.0f}")

@@ -25,6 +25,7 @@ import yaml
 
 from extraction.toy import corpus
 from persona_steer.config import PROJECT_ROOT
+from extraction.toy import RECOMMENDED
 from persona_steer.toy_demo import TOY_MODEL, recommended
 from tests.conftest import live_server
 from tests.server.test_srv_jobs_live import watch
@@ -101,7 +102,8 @@ def assert_pirate(answers: list[str]) -> None:
 
 def test_page_offers_the_demo_defaults_and_the_first_answer_keeps_topic_and_persona(page, toy):
     rec = httpx.get(toy.url + "/api/personas/pirate").json()["recommended"]
-    assert rec and set(rec) == {"strength", "temperature"}, rec
+    # the measured demo defaults, joined with the rows and strength the vector carries
+    assert rec and {"strength", "temperature"} <= set(rec) and rec["layers"] == [0, 1, 2], rec
     bodies = chat_bodies(page)
     assert page.is_hidden("#persona-recommended")
     page.select_option("#persona", "pirate")
@@ -168,10 +170,12 @@ def test_description_persona_through_the_page(page, toy):
                            timeout=900_000)
     page.locator("#persona option[value='salty_web']").wait_for(state="attached")
     page.select_option("#persona", "salty_web")
-    assert page.is_hidden("#persona-recommended")            # a new vector: no recommendation
-    # the slider is at the server's default strength (config.yaml's, as on make serve)
-    assert float(page.input_value("#strength")) == yaml.safe_load(
-        (PROJECT_ROOT / "config.yaml").read_text())["steering"]["default_strength"]
+    # a new vector on the toy model carries the toy's measured setting (no demo temperature)
+    rec = httpx.get(toy.url + "/api/personas/salty_web").json()["recommended"]
+    assert rec == {"layers": [0, 1, 2], "strength": RECOMMENDED["strength"]}, rec
+    assert page.inner_text("#persona-recommended") == (
+        f"recommended for salty_web: strength {rec['strength']:g}")
+    assert float(page.input_value("#strength")) == rec["strength"]
     page.fill("#temperature", "0")
     answer = ask(page, "Tell me about baking bread.")
     assert corpus.has_style(answer, "pirate"), answer
