@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 from persona_steer.atomic import atomic_write_text
@@ -69,17 +68,11 @@ def build_w4a16(src_dir: str | Path, out_dir: str | Path, group_size: int = GROU
     import torch
     from safetensors.torch import load_file, save_file
 
-    from persona_steer.testmodels import _build_lock, _publish
+    from persona_steer.testmodels import staged_build
 
     src_dir, out_dir = Path(src_dir), Path(out_dir)
-    marker = out_dir / ".complete"
-    if marker.exists():
-        return out_dir
-    with _build_lock(out_dir):
-        if marker.exists():
-            return out_dir
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
-        try:
+    with staged_build(out_dir) as tmp:
+        if tmp is not None:
             for f in src_dir.iterdir():      # tokenizer, template, generation config
                 if f.is_file() and f.suffix != ".safetensors" and f.name not in (
                         "config.json", ".complete", "model.safetensors.index.json"):
@@ -103,9 +96,6 @@ def build_w4a16(src_dir: str | Path, out_dir: str | Path, group_size: int = GROU
             atomic_write_text(tmp / ".complete", json.dumps(
                 {"source": str(src_dir), "format": "compressed-tensors W4A16 pack-quantized",
                  "group_size": group_size, "method": "round-to-nearest, symmetric"}))
-            _publish(tmp, out_dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

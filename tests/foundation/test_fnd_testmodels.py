@@ -97,3 +97,25 @@ def test_resolve_model(tmp_path, tiny_model_dir):
         resolve_model("builtin:huge", tmp_path)
     with pytest.raises(ValueError, match="unknown test model size"):
         build_random_qwen3(tmp_path / "x", "huge")
+
+
+def test_staged_build_publishes_once_and_leaves_nothing_half_built(tmp_path):
+    from persona_steer.testmodels import staged_build
+
+    out = tmp_path / "m"
+    with pytest.raises(RuntimeError, match="boom"):
+        with staged_build(out) as tmp:
+            (tmp / "weights").write_text("partial")
+            raise RuntimeError("boom")
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == [".m.lock"]
+    with pytest.raises(RuntimeError, match="no .complete marker"):
+        with staged_build(out) as tmp:
+            (tmp / "weights").write_text("no marker")
+    assert not out.exists()
+    with staged_build(out) as tmp:
+        (tmp / "weights").write_text("whole")
+        (tmp / ".complete").write_text("{}")
+    assert (out / "weights").read_text() == "whole"
+    with staged_build(out) as tmp:
+        assert tmp is None            # already complete: nothing to build
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.lock", "m"]
