@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.engine_batch import best_throughput, random_personas, random_prompts  # noqa: E402
 
 
 def main() -> None:
@@ -32,9 +37,7 @@ def main() -> None:
     from vllm import LLM, SamplingParams
 
     from persona_steer.config import load_config
-    from persona_steer.store import VectorStore
     from persona_steer.testmodels import build_random_qwen3, default_cache_dir
-    from persona_steer.vector_format import SteeringVector
     from steering_plugin.engine import engine_kwargs
     from steering_plugin.reference import hf_steering
 
@@ -42,30 +45,19 @@ def main() -> None:
     from transformers import AutoConfig
     cfg = AutoConfig.from_pretrained(model_path)
     n, L, H = a.requests, cfg.num_hidden_layers, cfg.hidden_size
-    vec_dir = tempfile.mkdtemp(prefix="bench-vectors-")
-    store = VectorStore(vec_dir)
     g = torch.Generator().manual_seed(0)
-    for i in range(n):
-        rows = {layer: torch.randn(H, generator=g) * 0.05 for layer in range(L)}
-        store.save(SteeringVector.build("persona", f"p{i}", rows, model=model_path))
+    store = random_personas(n, L, H, model_path, g)
+    vec_dir = str(store.root)
     settings = load_config(overrides={"model.name": model_path, "paths.vectors": vec_dir,
                                       "model.max_num_seqs": max(n, 8)})
     llm = LLM(**engine_kwargs(settings, model_path, max_model_len=1024))
-    prompts = [{"prompt_token_ids": torch.randint(10, 400, (a.prompt_tokens,), generator=g).tolist()}
-               for _ in range(n)]
+    prompts = random_prompts(n, a.prompt_tokens, g)
 
     def run(configs):
         sps = [SamplingParams(max_tokens=a.new_tokens, temperature=0, ignore_eos=True,
                               extra_args=None if c is None else
                               {"steering": {"personas": {f"p{c}": 1.0}}}) for c in configs]
-        best = float("inf")
-        for _ in range(a.repeats):
-            llm.reset_prefix_cache()
-            t = time.perf_counter()
-            outs = llm.generate(prompts, sps, use_tqdm=False)
-            best = min(best, time.perf_counter() - t)
-        toks = sum(len(o.outputs[0].token_ids) for o in outs)
-        return toks / best, best, outs
+        return best_throughput(llm, prompts, sps, a.repeats)
 
     run([None] * n)  # warm-up (compile, caches)
     plain_tps, _, _ = run([None] * n)

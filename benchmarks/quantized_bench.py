@@ -17,8 +17,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
-import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.engine_batch import best_throughput, random_personas, random_prompts  # noqa: E402
 
 VARIANTS = ("full", "w4a16")
 
@@ -29,39 +32,26 @@ def one_variant(a) -> dict:
 
     from persona_steer.config import load_config
     from persona_steer.quantized_models import served_weight_bytes
-    from persona_steer.store import VectorStore
     from persona_steer.testmodels import resolve_model
-    from persona_steer.vector_format import SteeringVector
     from steering_plugin.engine import engine_kwargs
 
     name = f"builtin:{a.size}" + ("-w4a16" if a.variant == "w4a16" else "")
     model_path = resolve_model(name)
     cfg = json.load(open(os.path.join(model_path, "config.json")))
     n, layers, hidden = a.requests, cfg["num_hidden_layers"], cfg["hidden_size"]
-    vec_dir = tempfile.mkdtemp(prefix="bench-vectors-")
-    store = VectorStore(vec_dir)
     g = torch.Generator().manual_seed(0)
-    for i in range(n):
-        rows = {layer: torch.randn(hidden, generator=g) * 0.05 for layer in range(layers)}
-        store.save(SteeringVector.build("persona", f"p{i}", rows, model=name))
+    vec_dir = str(random_personas(n, layers, hidden, name, g).root)
     settings = load_config(overrides={"model.name": name, "paths.vectors": vec_dir,
                                       "model.dtype": "bfloat16", "model.max_num_seqs": max(n, 8),
                                       "model.enforce_eager": not a.compile})
     llm = LLM(**engine_kwargs(settings, model_path, max_model_len=1024))
-    prompts = [{"prompt_token_ids":
-                torch.randint(10, 400, (a.prompt_tokens,), generator=g).tolist()} for _ in range(n)]
+    prompts = random_prompts(n, a.prompt_tokens, g)
 
     def run(steered: bool) -> float:
         sps = [SamplingParams(max_tokens=a.new_tokens, temperature=0, ignore_eos=True,
                               extra_args={"steering": {"personas": {f"p{i}": 1.0}}}
                               if steered else None) for i in range(n)]
-        best = float("inf")
-        for _ in range(a.repeats):
-            llm.reset_prefix_cache()
-            t = time.perf_counter()
-            outs = llm.generate(prompts, sps, use_tqdm=False)
-            best = min(best, time.perf_counter() - t)
-        return sum(len(o.outputs[0].token_ids) for o in outs) / best
+        return best_throughput(llm, prompts, sps, a.repeats)[0]
 
     run(False)   # warm-up
     return {"variant": a.variant, "model": name,
