@@ -224,4 +224,4 @@ def format_tuned(cmp: TunedComparison) -> str:
     if cmp.written:
         lines.append(f"  tuned {cmp.kind}s rescaled: each now has recommended_strength "
                      f"{cmp.common_strength:g}")
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
