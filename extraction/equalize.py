@@ -121,6 +121,7 @@ class TunedComparison:
 def _tuned_set(store: VectorStore, names: Optional[list[str]], kind: str):
     """(vectors, comparison) for `names` (None or empty: every vector of `kind` in the store).
     Raises NotTunedError when none is tuned, ExtractionInputError for a bad set."""
+    where = f"among {', '.join(dict.fromkeys(names))}" if names else "in the store"
     names = list(dict.fromkeys(names or store.names(kind)))
     for name in names:
         validate_name(name)
@@ -130,7 +131,7 @@ def _tuned_set(store: VectorStore, names: Optional[list[str]], kind: str):
     tuned = [v for v in vecs if v.recommended_strength() is not None]
     if not tuned:
         raise NotTunedError(
-            f"no {kind} among {', '.join(names)} has been tuned (no recommended_strength): "
+            f"no {kind} {where} has been tuned (no recommended_strength): "
             f"run `persona-steer tune` first, or equalize by norm")
     for v in tuned:
         s = v.recommended_strength()
