@@ -378,11 +378,21 @@ class _Methods:
         params = _given({"layer": layer, "kind": kind})
         return (yield _Http("GET", "/api/vectors/similarity", {"params": params}))
 
-    def equalize(self, names: Sequence[str], kind: str = "persona") -> Spec:
-        """Rescale the named vectors on the server so each has the set's mean norm per layer;
-        returns {"kind", "names", "factors": {name: {layer: factor}}}."""
-        return (yield _Http("POST", "/api/vectors/equalize",
-                            {"json": {"names": list(names), "kind": kind}}))
+    def equalize(self, names: Sequence[str] | None = None, kind: str = "persona",
+                 by: str = "norm", write: bool = False) -> Spec:
+        """by "norm": rescale the named vectors on the server so each has the set's mean norm
+        per layer; returns {"kind", "by", "names", "factors": {name: {layer: factor}}}.
+        by "tuned": which is stronger from the tuned strengths (names None: every one);
+        write=True rescales the tuned ones to one strength; returns {"kind", "by",
+        "common_strength", "written", "names", "strengths": [...]} (docs/tuning.md)."""
+        body: dict = {"kind": kind}
+        if by != "norm":
+            body["by"] = by
+        if names is not None:
+            body["names"] = list(names)
+        if write:
+            body["write"] = True
+        return (yield _Http("POST", "/api/vectors/equalize", {"json": body}))
 
     # --- personas / traits -------------------------------------------------------------------
     def list_vectors(self, kind: str) -> Spec:

@@ -107,13 +107,20 @@ def _trait(args) -> int:
 
 
 def _equalize(args) -> int:
-    from extraction.equalize import equalize_norms
+    from extraction.equalize import compare_tuned, equalize_norms, equalize_tuned, format_tuned
     from persona_steer.store import VectorStore
     from persona_steer.vector_format import validate_name
     settings = _settings(args)
     for name in args.names:
         validate_name(name)
-    done = _run(equalize_norms, VectorStore(settings.path("vectors")), args.names, kind=args.kind)
+    store = VectorStore(settings.path("vectors"))
+    if args.by == "tuned":
+        fn = equalize_tuned if args.write else compare_tuned
+        print(format_tuned(_run(fn, store, args.names, kind=args.kind)))
+        return 0
+    if args.write:
+        raise CLIError("--write is for --by tuned (equalizing by norm always rewrites the vectors)")
+    done = _run(equalize_norms, store, args.names, kind=args.kind)
     layers = list(done[0].scales)
     print(f"{args.kind}s rescaled to their mean norm at layers {layers} (factor per layer):")
     for e in done:
@@ -258,9 +265,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_trait)
 
     p = sub.add_parser("equalize", help="rescale personas (or traits) so each has the set's mean "
-                                        "norm at every layer: one strength, the same push for each")
-    p.add_argument("names", nargs="+", metavar="NAME", help="two or more vectors of one kind")
+                                        "norm at every layer: one strength, the same push for each; "
+                                        "--by tuned: compare (and with --write rescale) them by "
+                                        "their tuned strengths")
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help="two or more vectors of one kind (--by tuned: default every one)")
     p.add_argument("--kind", choices=["persona", "trait"], default="persona")
+    p.add_argument("--by", choices=["norm", "tuned"], default="norm",
+                   help="norm (default): rescale to the set's mean norm per layer; tuned: print "
+                        "which is stronger from `persona-steer tune`'s recommended_strength")
+    p.add_argument("--write", action="store_true",
+                   help="with --by tuned: rescale each tuned vector so the set's common strength "
+                        "is its recommended_strength (untuned ones are left alone)")
     p.set_defaults(func=_equalize)
 
     p = sub.add_parser("info", help="show a vector's metadata, per-layer separation and norms")

@@ -239,10 +239,15 @@ class ScaleRequest(BaseModel):
 
 
 class EqualizeRequest(BaseModel):
+    """POST /api/vectors/equalize: by norm (rewrites the named vectors) or by tuned strength
+    (reports which is stronger; `write: true` rescales the tuned ones)."""
     model_config = ConfigDict(extra="forbid", strict=True)
-    names: list[VectorName] = Field(min_length=2, max_length=256,
-                                    json_schema_extra={"uniqueItems": True})
+    names: Optional[list[VectorName]] = Field(
+        None, min_length=2, max_length=256, json_schema_extra={"uniqueItems": True},
+        description="two or more; by tuned, left out: every vector of the kind")
     kind: Literal["persona", "trait"] = "persona"
+    by: Literal["norm", "tuned"] = "norm"
+    write: bool = Field(False, description="by tuned: rescale the tuned vectors to one strength")
 
 
 class TuneRequest(BaseModel):

@@ -299,11 +299,24 @@ function renderVectorList() {
     toggle.textContent = v.loaded ? "Unload" : "Load";
     toggle.setAttribute("aria-label", `${v.loaded ? "Unload" : "Load"} ${kind} ${v.name}`);
     toggle.addEventListener("click", () => setLoaded(kind, v.name, !v.loaded));
+    const tune = document.createElement("button");
+    tune.type = "button"; tune.className = "small secondary"; tune.textContent = "Tune";
+    tune.setAttribute("aria-label", `Tune ${kind} ${v.name}`);
+    tune.addEventListener("click", () => tuneVector(kind, v.name));
     const del = document.createElement("button");
     del.type = "button"; del.className = "small danger"; del.textContent = "Delete";
     del.setAttribute("aria-label", `Delete ${kind} ${v.name}`);
     del.addEventListener("click", () => deleteVector(kind, v.name));
-    li.append(name, badge, loaded, toggle, info, del);
+    li.append(name, badge, loaded);
+    const rec = v.recommended && typeof v.recommended.strength === "number" ? v.recommended.strength : null;
+    if (rec !== null) {
+      const strength = document.createElement("span");
+      strength.className = "badge recommended";
+      strength.textContent = `strength ${fmt(rec)}`;
+      strength.title = "recommended strength (persona-steer tune; used when a request gives none)";
+      li.append(strength);
+    }
+    li.append(toggle, info, tune, del);
     ul.append(li);
   }
 }
@@ -782,6 +795,8 @@ function showJob(item, job) {
   if (status === "done" || status === "succeeded" || status === "completed" || status === "success") item.prog.value = 1;
 }
 
+// Follows a job's progress events in the Jobs list until it ends; resolves to {item, job}
+// (its list entry and its final record), after the page has refreshed.
 async function followJob(job, title) {
   job = job.job || job;
   const item = jobItem(title);
@@ -812,6 +827,90 @@ async function followJob(job, title) {
     showError(new Error(`${title} failed: ${err || last.message || "unknown error"}`));
   }
   await refreshAll();
+  return { item, job: last };
+}
+
+// ---------------------------------------------------------------- tune (persona-steer tune as a job)
+// The Tune options as the API's TuneRequest; an empty field is left out (server config tune.*).
+function tuneOptions() {
+  const body = {};
+  const raw = $("tune-strengths").value.trim();
+  if (raw) {
+    const strengths = raw.split(/[\s,]+/).filter(Boolean).map(Number);
+    if (!strengths.every((x) => Number.isFinite(x) && x > 0)) {
+      throw new Error(`tune strengths must be positive numbers, got "${raw}"`);
+    }
+    body.strengths = strengths;
+  }
+  if ($("tune-questions").value !== "") body.num_questions = Number($("tune-questions").value);
+  if ($("tune-min-coherence").value !== "") body.min_coherence = Number($("tune-min-coherence").value);
+  return body;
+}
+
+// "1-3" for a run of three or more layers, else "1,2" (as `persona-steer tune` prints them)
+function layerLabel(layers) {
+  if (!layers || !layers.length) return "none";
+  const run = layers.every((l, i) => l === layers[0] + i);
+  return run && layers.length > 2 ? `${layers[0]}-${layers[layers.length - 1]}` : layers.join(",");
+}
+
+function showTuneResult(item, tune) {
+  const out = document.createElement("div");
+  out.className = "job-result";
+  const best = tune.best;
+  if (!best) {
+    out.textContent = `no setting kept coherence >= ${fmt(tune.min_coherence)}: nothing stored`;
+  } else {
+    out.dataset.layers = JSON.stringify(best.layers);
+    out.dataset.strength = String(best.strength);
+    out.textContent = `picked layers ${layerLabel(best.layers)}, strength ${fmt(best.strength)} ` +
+      `(expression ${fmt(best.expression)}, coherence ${fmt(best.coherence)}; ` +
+      (tune.written ? "stored with the vector)" : "not stored)");
+  }
+  item.li.append(out);
+}
+
+async function tuneVector(kind, name) {
+  let job;
+  try {
+    job = await api("POST", `/api/${kind}s/${encodeURIComponent(name)}/tune`, tuneOptions());
+  } catch (e) { showError(e); return; }
+  clearError();
+  const { item, job: last } = await followJob(job, `tune ${kind} ${name}`);
+  if (last.status !== "succeeded") return;
+  let tune = last.result && last.result.tune;
+  if (!tune) {
+    try { tune = (await api("GET", `/api/jobs/${encodeURIComponent(last.id)}`)).result.tune; }
+    catch (e) { showError(e); return; }
+  }
+  showTuneResult(item, tune);
+}
+
+// Which persona is stronger, from the tuned strengths (POST /api/vectors/equalize by "tuned")
+async function compareTuned() {
+  const names = [...$("equalize-pick").querySelectorAll("input:checked")].map((i) => i.value);
+  const body = { kind: "persona", by: "tuned" };
+  if (names.length >= 2) body.names = names;
+  const table = $("tuned-table");
+  let data;
+  try { data = await api("POST", "/api/vectors/equalize", body); }
+  catch (e) { table.hidden = true; showError(e); return; }
+  clearError();
+  const rows = data.strengths.map((r) => {
+    const tr = document.createElement("tr");
+    tr.dataset.name = r.name;
+    for (const text of [r.name, r.tuned ? fmt(r.recommended_strength) : "untuned",
+      r.tuned ? r.relative_strength.toFixed(2) : "–"]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.append(td);
+    }
+    return tr;
+  });
+  table.tBodies[0].replaceChildren(...rows);
+  table.caption.textContent = `Personas by tuned strength (relative: ${fmt(data.common_strength)} ` +
+    "over its own; above 1 pushes harder per unit of strength)";
+  table.hidden = false;
 }
 
 async function createPersona(ev) {
@@ -906,6 +1005,7 @@ function init() {
   $("trait-form").addEventListener("submit", createTrait);
   $("sim-show").addEventListener("click", showSimilarity);
   $("equalize-form").addEventListener("submit", equalizePersonas);
+  $("tuned-compare").addEventListener("click", compareTuned);
   $("sim-layer").addEventListener("input", () => { $("sim-layer").dataset.touched = "1"; });
   for (const [, , id] of STATUS_FILLED) {
     $(id).addEventListener("input", () => { $(id).dataset.touched = "1"; });

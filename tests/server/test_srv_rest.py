@@ -155,6 +155,68 @@ def test_equalize_rescales_on_the_server_and_generation_follows(http, server):
             http.delete(f"/api/personas/{name}")
 
 
+def test_equalize_by_tuned_strength_reports_rescales_and_refuses(http, server):
+    """POST /api/vectors/equalize with by "tuned": which persona is stronger from the tuned
+    strengths; write rescales the tuned ones to one strength, so a request with no strength
+    steers exactly as before; a set with nothing tuned is an OpenAI-style 400 that changes
+    nothing."""
+    weak = make_vector("persona", "tq-weak", server.model_id, [1, 2], seed=11)
+    strong = make_vector("persona", "tq-strong", server.model_id, [1, 2], seed=12)
+    plain = make_vector("persona", "tq-plain", server.model_id, [1, 2], seed=13)
+    tuned = {"tq-weak": weak.with_recommendation([1, 2], 2.0, {"scorer": "test"}),
+             "tq-strong": strong.with_recommendation([2], 0.5, {"scorer": "test"})}
+    names = ["tq-weak", "tq-strong", "tq-plain"]
+    try:
+        assert http.put("/api/personas/tq-plain/vector", content=plain.to_bytes()).status_code == 201
+        # nothing tuned yet (the session's alpha and beta never are): refused, nothing written
+        for body in ({"by": "tuned", "names": ["tq-plain", "alpha"]},
+                     {"by": "tuned", "names": ["tq-plain", "alpha"], "write": True}):
+            r = http.post("/api/vectors/equalize", json=body)
+            assert r.status_code == 400, r.text
+            err = r.json()["error"]
+            assert err["code"] == "not_tuned" and err["param"] == "names"
+            assert err["message"].startswith("no persona among tq-plain, alpha has been tuned")
+        for v in tuned.values():
+            assert http.put(f"/api/personas/{v.name}/vector", content=v.to_bytes()).status_code == 201
+        before = {n: greedy(http, n=8, persona=n) for n in tuned}      # at each tuned strength
+        hashes = {n: http.get(f"/api/personas/{n}").json()["content_hash"] for n in names}
+        r = http.post("/api/vectors/equalize", json={"by": "tuned", "names": names})
+        assert r.status_code == 200, r.text
+        report = r.json()
+        assert report["by"] == "tuned" and report["written"] is False
+        assert report["common_strength"] == 1.0 and report["names"] == ["tq-strong", "tq-weak", "tq-plain"]
+        rows = {e["name"]: e for e in report["strengths"]}
+        assert rows["tq-strong"]["recommended_strength"] == 0.5
+        assert rows["tq-strong"]["relative_strength"] == 2.0 and rows["tq-weak"]["relative_strength"] == 0.5
+        assert rows["tq-plain"]["tuned"] is False and rows["tq-plain"]["relative_strength"] is None
+        assert hashes == {n: http.get(f"/api/personas/{n}").json()["content_hash"] for n in names}
+
+        r = http.post("/api/vectors/equalize", json={"by": "tuned", "names": names, "write": True})
+        assert r.status_code == 200, r.text
+        assert r.json()["written"] is True
+        assert {e["name"]: e["factor"] for e in r.json()["strengths"]} == {
+            "tq-strong": 0.5, "tq-weak": 2.0, "tq-plain": None}
+        listed = {e["name"]: e for e in http.get("/api/personas").json()["personas"]}
+        assert listed["tq-weak"]["recommended"] == {"layers": [1, 2], "strength": 1.0}
+        assert listed["tq-strong"]["recommended"] == {"layers": [2], "strength": 1.0}
+        for n in tuned:         # new rows, new hash; the stored file hashes to what is listed
+            info = http.get(f"/api/personas/{n}").json()
+            assert info["content_hash"] != hashes[n]
+            got = SteeringVector.from_bytes(http.get(f"/api/personas/{n}/vector").content)
+            assert got.content_hash() == info["content_hash"] == listed[n]["content_hash"]
+        assert http.get("/api/personas/tq-plain").json()["content_hash"] == hashes["tq-plain"]
+        # at the common strength each pushes as it did at its own tuned strength
+        assert {n: greedy(http, n=8, persona=n) for n in tuned} == before
+        # norm mode's own rules stay: two names, and write is for by "tuned"
+        for bad, needle in (({"names": ["tq-weak", "tq-strong"], "write": True}, "write is for by 'tuned'"),
+                            ({}, "equalizing by norm needs at least two names")):
+            r = http.post("/api/vectors/equalize", json=bad)
+            assert r.status_code == 400 and needle in r.json()["error"]["message"], r.text
+    finally:
+        for name in names:
+            http.delete(f"/api/personas/{name}")
+
+
 def test_steering_scale_changes_output_and_is_echoed(http):
     base = greedy(http, persona="alpha")
     try:

@@ -180,3 +180,68 @@ def test_description_persona_through_the_page(page, toy):
     answer = ask(page, "Tell me about baking bread.")
     assert corpus.has_style(answer, "pirate"), answer
     assert "bread" in answer.lower(), answer
+
+
+def test_tune_from_the_page_shows_the_pick_the_api_lists(page, toy):
+    """The Tune button runs the tune API job (a small sweep set in the Tune options; the toy
+    model's marker scorer), the Jobs list follows its progress, and when it ends the page shows
+    the picked layers and strength: the ones /api/personas then lists, shown in the vector list
+    and as the persona's recommended strength. Compare tuned strengths then lists it."""
+    name = "web_tune"
+    shipped = httpx.get(toy.url + "/api/personas/pirate/vector")
+    assert httpx.put(f"{toy.url}/api/personas/{name}/vector",
+                     content=shipped.content).status_code == 201
+    try:
+        page.evaluate("refreshVectors()")                 # uploaded behind the page's back
+        page.evaluate("""() => { window.__progress = [];
+            new MutationObserver(() => document.querySelectorAll('#jobs .job-status').forEach(e => {
+              if (window.__progress.at(-1) !== e.textContent) window.__progress.push(e.textContent); }))
+            .observe(document.getElementById('jobs'), {subtree: true, childList: true, characterData: true}); }""")
+        sent: list[dict] = []
+        page.on("request", lambda r: sent.append(json.loads(r.post_data))
+                if r.url.endswith(f"/api/personas/{name}/tune") and r.method == "POST" else None)
+        page.click("#tune-options summary")
+        page.fill("#tune-strengths", "1, 2")
+        page.fill("#tune-questions", "2")
+        page.fill("#tune-min-coherence", "50")
+        page.click(f"button[aria-label='Tune persona {name}']")
+        job = page.locator("#jobs li", has_text=f"tune persona {name}")
+        job.wait_for()
+        result = job.locator(".job-result")
+        result.wait_for(timeout=900_000)                  # the job ended and the pick is shown
+        assert sent == [{"strengths": [1, 2], "num_questions": 2, "min_coherence": 50}]
+        assert job.get_attribute("data-status") == "succeeded"
+        progress = page.evaluate("window.__progress")
+        assert any(p.startswith("running · tune · ") and "/" in p for p in progress), progress
+        listed = {e["name"]: e for e in httpx.get(toy.url + "/api/personas").json()["personas"]}
+        rec = listed[name]["recommended"]
+        assert rec and set(rec) == {"layers", "strength"}, rec
+        assert float(result.get_attribute("data-strength")) == rec["strength"]
+        assert json.loads(result.get_attribute("data-layers")) == rec["layers"]
+        text = result.inner_text()
+        assert text.startswith("picked layers ") and text.endswith("stored with the vector)"), text
+        assert f"strength {rec['strength']:g} " in text
+        tuning = httpx.get(f"{toy.url}/api/personas/{name}").json()["metadata"]["tuning"]
+        tuning = json.loads(tuning) if isinstance(tuning, str) else tuning
+        assert tuning["num_questions"] == 2 and tuning["min_coherence"] == 50
+        assert {r["strength"] for r in tuning["table"]} >= {1.0, 2.0}
+        # the refreshed list and the steering panel show the stored strength
+        badge = page.locator(f"#vector-list li[data-name='{name}'] .badge.recommended")
+        assert badge.inner_text() == f"strength {rec['strength']:g}"
+        page.select_option("#persona", name)
+        assert page.inner_text("#persona-recommended") == (
+            f"recommended for {name}: strength {rec['strength']:g}")
+        assert float(page.input_value("#strength")) == rec["strength"]
+        # which persona is stronger: the page's table is the API's by-tuned report
+        page.click("#tuned-compare")
+        page.locator("#tuned-table").wait_for()
+        report = httpx.post(toy.url + "/api/vectors/equalize",
+                            json={"by": "tuned", "kind": "persona"}).json()
+        rows = page.locator("#tuned-table tbody tr")
+        assert [rows.nth(i).get_attribute("data-name") for i in range(rows.count())] == report["names"]
+        cells = page.locator(f"#tuned-table tr[data-name='{name}'] td").all_text_contents()
+        assert cells[1] == f"{rec['strength']:g}"
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "tune-from-the-page.png"), full_page=True)
+    finally:
+        httpx.delete(f"{toy.url}/api/personas/{name}")

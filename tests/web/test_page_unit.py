@@ -29,6 +29,8 @@ class FakeAPI:
         self.key = key
         self.seen: list[tuple[str, str | None]] = []     # (path, Authorization header)
         self.status_extra: dict = {}                       # more /api/status fields
+        self.personas: list[dict] = []                     # /api/personas entries
+        self.routes: dict[str, dict] = {}                  # path -> route.fulfill kwargs
         self.reply = sse(chunk({"role": "assistant", "content": ""}),
                          chunk({"reasoning_content": "Let me think"}),
                          chunk({"reasoning_content": " about it."}),
@@ -51,8 +53,12 @@ class FakeAPI:
             return route.fulfill(json={"model": "m", "engine": "ready", "steering_scale": 1.0,
                                        "loaded": {"personas": [], "traits": []},
                                        **self.status_extra})
-        if path in ("/api/personas", "/api/traits"):
-            return route.fulfill(json={path.split("/")[-1]: []})
+        if path in self.routes:
+            return route.fulfill(**self.routes[path])
+        if path == "/api/personas":
+            return route.fulfill(json={"personas": self.personas})
+        if path == "/api/traits":
+            return route.fulfill(json={"traits": []})
         if path == "/v1/models":
             return route.fulfill(json={"object": "list", "data": [{"id": "m"}]})
         if path == "/v1/chat/completions":
@@ -147,3 +153,56 @@ def test_temperature_starts_from_the_models_default(fake_page):
     pg.fill("#temperature", "0.9")
     pg.evaluate("refreshStatus()")
     assert pg.input_value("#temperature") == "0.9"
+
+
+def _ready(pg):
+    pg.goto(BASE + "/")
+    pg.wait_for_function("document.getElementById('status-engine').textContent === 'ready'")
+
+
+def test_tune_with_nothing_coherent_says_nothing_was_stored(fake_page):
+    """The Tune button's job ends without a pick: the job's entry says so (the real-server
+    success path is tests/web/test_page_toy.py); a bad strengths field is refused on the page."""
+    pg = fake_page
+    pg.api.personas = [{"name": "p1", "loaded": True, "recommended": None}]
+    job = {"id": "j1", "status": "queued", "progress": {}}
+    done = {**job, "status": "succeeded",
+            "progress": {"stage": "tune", "done": 4, "total": 4, "message": "persona p1"},
+            "result": {"tune": {"best": None, "min_coherence": 80, "written": False}}}
+    pg.api.routes = {
+        "/api/personas/p1/tune": {"status": 202, "json": {"job": job}},
+        "/api/jobs/j1/events": {"body": f"event: done\ndata: {json.dumps(done)}\n\n",
+                                "content_type": "text/event-stream"},
+        "/api/jobs/j1": {"json": done}}
+    _ready(pg)
+    sent = []
+    pg.on("request", lambda r: sent.append(r.post_data) if r.url.endswith("/tune") else None)
+    pg.click("#tune-options summary")
+    pg.fill("#tune-strengths", "1, -2")
+    pg.click("button[aria-label='Tune persona p1']")
+    pg.locator("#error").wait_for(state="visible")
+    assert pg.inner_text("#error-text") == 'tune strengths must be positive numbers, got "1, -2"'
+    assert sent == []
+    pg.fill("#tune-strengths", "")                        # empty: the server's config
+    pg.click("button[aria-label='Tune persona p1']")
+    result = pg.locator("#jobs li", has_text="tune persona p1").locator(".job-result")
+    result.wait_for()
+    assert result.inner_text() == "no setting kept coherence >= 80: nothing stored"
+    assert json.loads(sent[-1]) == {}
+    assert pg.is_hidden("#error")
+
+
+def test_compare_tuned_refusal_is_shown(fake_page):
+    pg = fake_page
+    msg = "no persona among a, b has been tuned (no recommended_strength): run `persona-steer tune` first"
+    pg.api.routes = {"/api/vectors/equalize": {"status": 400, "json": {"error": {
+        "message": msg, "type": "invalid_request_error", "param": "names", "code": "not_tuned"}}}}
+    _ready(pg)
+    bodies = []
+    pg.on("request", lambda r: bodies.append(json.loads(r.post_data))
+          if r.url.endswith("/api/vectors/equalize") else None)
+    pg.click("#tuned-compare")
+    pg.locator("#error").wait_for(state="visible")
+    assert pg.inner_text("#error-text") == f"Server error 400: {msg} (names)"
+    assert bodies == [{"kind": "persona", "by": "tuned"}]
+    assert pg.is_hidden("#tuned-table")
