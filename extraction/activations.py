@@ -140,7 +140,8 @@ def collect_token_projections(model, samples: Sequence[tuple[list[int], list[int
                               units: torch.Tensor, batch_size: int = 8,
                               on_batch: Callable[[int], None] | None = None,
                               offset: int = 0) -> list[torch.Tensor]:
-    """Per layer, the projections (raw residual . unit axis) of every response token: list of [T].
+    """Per layer, the projections (raw residual . unit axis) of every response token: list of [T]
+    (units [L, H]), or of [T, K] for K directions at once (units [L, H, K]).
 
     `offset=1` takes each response token's predicting position instead (the one whose logits
     chose it: the last prompt token for the first), which is where live monitoring reads."""

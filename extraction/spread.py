@@ -7,7 +7,7 @@ stored layer, the projections onto the unit row of the assistant rollouts (the j
 system prompts, no steering), one per response token, taken at the position whose logits chose
 that token, which is where the engine reads.
 
-    token_spread(ex, vec, prompts, questions) -> {"<layer>": {"mean", "std", "count"}}
+    token_spreads(ex, vecs, prompts, questions) -> per vector {"<layer>": {"mean", "std", "count"}}
     restamp(settings, targets)                 records it for vectors already saved
 
 Re-stamping the toy model's shipped demo vectors (cheap: a six-layer model on the CPU; the
@@ -57,29 +57,35 @@ def assistant_samples(ex: Extractor, prompts: list[str], questions: list[str]) -
             if s.get("keep", True)]
 
 
-def token_spread(ex: Extractor, vec: SteeringVector, prompts: list[str], questions: list[str],
-                 ) -> dict[str, dict[str, Any]]:
-    """Per stored layer of `vec`, the spread of assistant tokens' projections onto its unit row."""
+def token_spreads(ex: Extractor, vecs: list[SteeringVector], prompts: list[str],
+                  questions: list[str]) -> list[dict[str, dict[str, Any]]]:
+    """Per vector, per stored layer, the spread of assistant tokens' projections onto its unit
+    row: {"<layer>": {"mean", "std", "count"}}. One teacher-forced pass serves every vector."""
     from extraction.activations import collect_token_projections, num_layers
     samples = assistant_samples(ex, prompts, questions)
-    if not samples:
-        return {}
-    rows = vec.per_layer()
-    units = torch.zeros(num_layers(ex.hf), vec.hidden_size)
-    for layer, row in rows.items():
-        units[layer] = row.float() / row.float().norm().clamp_min(1e-12)
-    ex.rep.start("projections", len(samples), f"assistant token projections ({vec.name})")
+    if not samples or not vecs:
+        return [{} for _ in vecs]
+    units = torch.zeros(num_layers(ex.hf), vecs[0].hidden_size, len(vecs))   # [L, H, vectors]
+    for k, vec in enumerate(vecs):
+        for layer, row in vec.per_layer().items():
+            units[layer, :, k] = row.float() / row.float().norm().clamp_min(1e-12)
+    ex.rep.start("projections", len(samples), "assistant token projections")
     proj = collect_token_projections(ex.hf, samples, ex.pad_id, units, ex.opts.batch_size,
                                      on_batch=lambda n: ex.rep.advance(n), offset=1)
     ex.rep.close()
-    stats = {str(layer): spread_stats(proj[layer]) for layer in sorted(rows)}
-    return {k: v for k, v in stats.items() if v is not None}
+    out = []
+    for k, vec in enumerate(vecs):
+        stats = {str(layer): spread_stats(proj[layer][:, k] if proj[layer].dim() == 2
+                                          else proj[layer])      # no response tokens at all
+                 for layer in sorted(vec.per_layer())}
+        out.append({key: v for key, v in stats.items() if v is not None})
+    return out
 
 
 def with_spread(ex: Extractor, vec: SteeringVector, prompts: list[str],
                 questions: list[str]) -> SteeringVector:
     """`vec` with its `projection_stats` (unchanged when no spread could be measured)."""
-    stats = token_spread(ex, vec, prompts, questions)
+    stats = token_spreads(ex, [vec], prompts, questions)[0]
     return vec.with_projection_stats(stats) if stats else vec
 
 
@@ -117,10 +123,10 @@ def restamp(settings: Settings, targets: list[tuple[str, str]], *,
         recorded, questions, prompts = json.loads(key)
         jo = JobOptions.from_settings(settings, {**recorded, "num_questions": len(questions), **opts})
         with Extractor(settings, jo, Reporter(progress, jo.console)) as ex:
-            for vec in vecs:
-                stamped = with_spread(ex, vec, prompts, questions)
-                store.save(stamped)
-                done[f"{vec.kind}/{vec.name}"] = stamped.meta_json("projection_stats") or {}
+            for vec, stats in zip(vecs, token_spreads(ex, vecs, prompts, questions)):
+                if stats:
+                    store.save(vec.with_projection_stats(stats))
+                done[f"{vec.kind}/{vec.name}"] = stats
     return done
 
 
