@@ -138,8 +138,13 @@ def collect_means(model, samples: Sequence[tuple[list[int], list[int]]], pad_id:
 
 def collect_token_projections(model, samples: Sequence[tuple[list[int], list[int]]], pad_id: int,
                               units: torch.Tensor, batch_size: int = 8,
-                              on_batch: Callable[[int], None] | None = None) -> list[torch.Tensor]:
-    """Per layer, the projections (raw residual . unit axis) of every response token: list of [T]."""
+                              on_batch: Callable[[int], None] | None = None,
+                              offset: int = 0) -> list[torch.Tensor]:
+    """Per layer, the projections (raw residual . unit axis) of every response token: list of [T]
+    (units [L, H]), or of [T, K] for K directions at once (units [L, H, K]).
+
+    `offset=1` takes each response token's predicting position instead (the one whose logits
+    chose it: the last prompt token for the first), which is where live monitoring reads."""
     n_layers = num_layers(model)
     device = next(model.parameters()).device
     per_layer: list[list[torch.Tensor]] = [[] for _ in range(n_layers)]
@@ -152,7 +157,8 @@ def collect_token_projections(model, samples: Sequence[tuple[list[int], list[int
             h = hidden.float()
             for i, (p, r) in enumerate(chunk):
                 if len(r):
-                    per_layer[layer].append((h[i, len(p):len(p) + len(r)] @ u[layer]).cpu())
+                    start = len(p) - offset
+                    per_layer[layer].append((h[i, start:start + len(r)] @ u[layer]).cpu())
 
         with LayerHooks(model, grab):
             _forward(model, ids, mask)

@@ -42,6 +42,7 @@ from extraction import datasets as ds
 from extraction.archetypes import trait_prompts
 from extraction.pipeline import (ExtractionError, ExtractionInputError, Extractor, JobOptions,
                                  Reporter)
+from extraction.spread import with_spread
 
 Progress = Optional[Callable[[dict], None]]
 POSITIONS = ("response_mean", "last_prompt")
@@ -230,6 +231,7 @@ def run_persona_job(settings: Settings, name: str, *, archetype: str | None = No
                     archetype=archetype or "", prompts=prompts, baseline_prompts=assistant)
         vec = _contrast_vector("persona", name, desc, pos, neg, baseline,
                                _target_rows(settings, n_layers), ex.model_id, meta)
+        vec = with_spread(ex, vec, assistant, questions)     # monitoring's z-score scale
         vec = with_model_setting(settings, vec)
         if save:
             _save(settings, vec, rep)
@@ -252,17 +254,25 @@ def run_trait_job(settings: Settings, word: str, opposite: str, *, name: str | N
     rep = Reporter(progress, jo.console)
     files = ds.DatasetFiles()
     questions = _questions(settings, jo, files)
+    try:
+        assistant = ds.load_assistant_prompts(settings, files)
+    except ds.DatasetError as err:
+        raise ExtractionInputError(str(err)) from None
     _say_files(rep, files)
     pos_prompts, neg_prompts = trait_prompts(w), trait_prompts(o)
     with Extractor(settings, jo, rep) as ex:
-        _, acts = ex.run({"positive": pos_prompts, "negative": neg_prompts}, questions)
+        # the assistant cells (shared with persona jobs) give the spread monitoring reads against
+        _, acts = ex.run({"positive": pos_prompts, "negative": neg_prompts,
+                          "assistant": assistant}, questions)
         pos, neg = acts["positive"][jo.position], acts["negative"][jo.position]
         meta = _common_meta(ex, jo, questions, {"positive": pos.shape[0], "negative": neg.shape[0]},
                             files)
         meta.update(method="contrastive_mean_difference", position=jo.position, word=w,
-                    opposite=o, prompts=pos_prompts, opposite_prompts=neg_prompts)
+                    opposite=o, prompts=pos_prompts, opposite_prompts=neg_prompts,
+                    assistant_prompts=assistant)
         vec = _contrast_vector("trait", name, f"{w} (vs {o})", pos, neg, neg.mean(0),
                                _target_rows(settings, pos.shape[1]), ex.model_id, meta)
+        vec = with_spread(ex, vec, assistant, questions)
         vec = with_model_setting(settings, vec)
         _save(settings, vec, rep)
     return vec

@@ -194,11 +194,12 @@ def monitor_direction(vec: SteeringVector, axis: SteeringVector | None) -> Monit
     """The layer, unit vector and the spread that turn a projection into a z-score.
 
     The spread is the vector's own `projection_stats` at that layer (per-token projections of
-    ordinary assistant answers, what `extract-axes` records for the axis) when it has them.
-    Persona and trait files do not record them yet: then the assistant's mean is the axis
-    file's assistant baseline projected on the unit vector, and the spread is the axis's
-    per-token std at that layer (the assistant's typical per-token spread at that depth);
-    without an axis file the raw projection is returned (mean 0, std 1)."""
+    ordinary assistant answers, recorded at extraction: extraction/spread.py for personas and
+    traits, `extract-axes` for the axis) when it has them. Files made before that (or imported)
+    fall back: the assistant's mean is the axis file's assistant baseline projected on the unit
+    vector, and the spread is the axis's per-token std at that layer (the assistant's typical
+    per-token spread at that depth); without an axis file the raw projection is returned
+    (mean 0, std 1)."""
     layer = monitor_layer(vec)
     row = vec.per_layer()[layer].float()
     unit = row / row.norm().clamp_min(1e-12)

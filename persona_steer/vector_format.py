@@ -11,6 +11,11 @@ One safetensors file per vector:
             a subset of `layers`: steering adds only these rows), `recommended_strength` (the
             weight a request that names this persona and no strength gets) and `tuning` (JSON:
             scorer, judge, date, threshold, the sweep's table).
+            `projection_stats` (JSON, keyed by layer): per-token projections of ordinary
+            assistant answers onto the unit row. The axis records them for every layer with
+            percentiles (capping's thresholds, checked where capping reads them); a persona or
+            trait records `mean`, `std` and `count` for its stored layers (the scale of live
+            monitoring's z-scores), checked here.
 """
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ REQUIRED_METADATA = ("kind", "name", "description", "model", "hidden_size", "for
 AXIS_PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 # metadata written by tuning (extraction/tune.py); only persona and trait vectors carry them
 RECOMMENDED_LAYERS, RECOMMENDED_STRENGTH, TUNING = "recommended_layers", "recommended_strength", "tuning"
+# per-token spread of assistant answers along the vector, per layer (axis: also percentiles)
+PROJECTION_STATS = "projection_stats"
 
 
 class VectorFormatError(ValueError):
@@ -181,6 +188,8 @@ class SteeringVector:
         if not all(isinstance(k, str) and isinstance(x, str) for k, x in self.metadata.items()):
             raise VectorFormatError("metadata must map strings to strings")
         self._validate_recommendation()
+        if self.kind != "axis":
+            self._validate_projection_stats()
 
     def _validate_recommendation(self) -> None:
         if RECOMMENDED_LAYERS in self.metadata:
@@ -199,6 +208,40 @@ class SteeringVector:
             if not math.isfinite(value):
                 raise VectorFormatError(f"metadata {RECOMMENDED_STRENGTH} must be a finite number, "
                                         f"got {self.metadata[RECOMMENDED_STRENGTH]!r}")
+
+    def _validate_projection_stats(self) -> None:
+        """A persona's or trait's spread: {layer: {"mean", "std" > 0, "count" >= 2}} (the axis's,
+        with percentiles, are checked by capping's reader). Entries for layers the file does not
+        store are allowed and unused (a copy that keeps some rows keeps the metadata)."""
+        if PROJECTION_STATS not in self.metadata:
+            return
+        stats = self.meta_json(PROJECTION_STATS)
+        bad = None
+        if not isinstance(stats, dict) or not stats:
+            bad = "must be a non-empty JSON object keyed by layer"
+        else:
+            for key, entry in stats.items():
+                if not key.isdigit():
+                    bad = f"has key {key!r}, not a layer index"
+                elif not isinstance(entry, dict) or not all(
+                        _finite_number(entry.get(k)) for k in ("mean", "std", "count")):
+                    bad = f"layer {key} must hold finite numbers mean, std and count"
+                elif entry["std"] <= 0 or entry["count"] < 2 or entry["count"] != int(entry["count"]):
+                    bad = f"layer {key} needs std > 0 and a whole count >= 2"
+                if bad:
+                    break
+        if bad:
+            raise VectorFormatError(f"metadata {PROJECTION_STATS} {bad}, got "
+                                    f"{self.metadata[PROJECTION_STATS][:200]!r}")
+
+    def with_projection_stats(self, stats: dict[str, dict]) -> "SteeringVector":
+        """A copy carrying the per-token spread (`projection_stats`); validated. The rows and so
+        the content hash stay as they are (a persona's or trait's hash covers its rows only)."""
+        meta = dict(self.metadata)
+        meta[PROJECTION_STATS] = json.dumps(stats)
+        vec = SteeringVector(self.kind, self.name, self.vectors, self.layers, meta, dict(self.extra))
+        vec.validate()
+        return vec
 
     def check_compatible(self, hidden_size: int, model: str | None = None,
                          num_layers: int | None = None) -> None:
@@ -253,6 +296,10 @@ class SteeringVector:
     @classmethod
     def load(cls, path: str | Path, **kw) -> "SteeringVector":
         return cls.from_bytes(Path(path).read_bytes(), **kw)
+
+
+def _finite_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _read_metadata(data: bytes) -> dict[str, str]:

@@ -48,6 +48,7 @@ class MonitorRuntime:
         self.req_cols: dict[str, np.ndarray] = {}            # live monitored req_id -> columns
         self.capped: set[str] = set()                        # live requests with safety on
         self.step: list[tuple[str, int]] = []                # (req_id, token position) this step
+        self.upstream: dict[str, list[float]] = {}           # earlier pipeline stages' raw rows
 
     # --- requests ----------------------------------------------------------------------------
     def admit(self, rid: str, params: Any, max_weight: float | None, pinned: dict) -> None:
@@ -127,18 +128,38 @@ class MonitorRuntime:
         self.step = [(rid, int(ends[i])) for i, rid in enumerate(req_ids)
                      if rid in self.req_cols and rid not in skip]
 
-    def read(self) -> dict[str, np.ndarray]:
-        """z-scores of this step's sampled positions, per monitored request."""
-        if not self.step:
+    def raw(self) -> dict[str, np.ndarray]:
+        """This step's raw readings per monitored request: its columns' projections (name order),
+        then, with safety on, its count of capped layers; plus what earlier pipeline stages read
+        (`upstream`, set by steering_plugin.pipeline): a column's direction is non-zero only at
+        its one layer, which one stage runs, so the stages' rows add up to the whole reading.
+        Ends the step's readings (a second call returns {})."""
+        step, upstream = self.step, self.upstream
+        self.step, self.upstream = [], {}
+        if not step:
             return {}
-        pos = torch.tensor([p for _, p in self.step], dtype=torch.long)
+        pos = torch.tensor([p for _, p in step], dtype=torch.long)
         pos = pos.to(self.buf.mon_out.device)
         both = torch.cat([self.buf.mon_out.index_select(0, pos),
                           self.buf.cap_hits.index_select(0, pos).unsqueeze(-1)], dim=-1)
         rows = both.cpu().numpy()                            # one copy back per step
         out = {}
-        for i, (rid, _) in enumerate(self.step):
+        for i, (rid, _) in enumerate(step):
+            row = rows[i, self.req_cols[rid]]
+            if rid in self.capped:
+                row = np.append(row, rows[i, -1])
+            earlier = upstream.get(rid)
+            if earlier is not None and len(earlier) == len(row):
+                row = row + np.asarray(earlier, dtype=np.float32)
+            out[rid] = row.astype(np.float32)
+        return out
+
+    def read(self) -> dict[str, np.ndarray]:
+        """z-scores of this step's sampled positions, per monitored request (then, with safety
+        on, the count of capped layers)."""
+        out = {}
+        for rid, row in self.raw().items():
             cols = self.req_cols[rid]
-            z = ((rows[i, cols] - self.mean[cols]) / self.std[cols]).astype(np.float32)
-            out[rid] = np.append(z, rows[i, -1]) if rid in self.capped else z
+            z = ((row[:len(cols)] - self.mean[cols]) / self.std[cols]).astype(np.float32)
+            out[rid] = np.append(z, row[len(cols):]) if rid in self.capped else z
         return out

@@ -12,6 +12,12 @@ requests too (`SteeringRuntime.upstream_failed`). The ids are a JSON list as a u
 CPU (sent over the stages' CPU group); the tensor-parallel ranks of a stage agree on their
 failures first (`runtime._tp_agreement`), so each rank sends the same bytes.
 
+Live monitoring's readings travel the same way: a stage reads only the monitored columns whose
+layer it runs (the others read 0 there), so a non-last stage sends this step's raw rows per
+request (`MonitorRuntime.raw`, JSON in a uint8 tensor like the ids) and the next stage adds them
+to its own before the last one turns them into z-scores; a name whose layer runs on an earlier
+stage reads what that stage measured.
+
 `install()` wraps `execute_model` of both model runners in memory at plugin registration, like
 `runner_v1`; with one stage it passes straight through.
 """
@@ -23,6 +29,7 @@ import json
 import torch
 
 KEY = "steering_failed_ids"
+MONITOR_KEY = "steering_monitor_raw"
 _MARK = "_persona_steer_pipeline"
 
 
@@ -55,30 +62,47 @@ def _wrap_execute_model(cls) -> None:
         from steering_plugin.runtime import runtime_for
         rt = runtime_for(self.get_model(), self.model_config.hf_config)
         upstream = take_failed_ids(intermediate_tensors)
+        readings = take_readings(intermediate_tensors)
+        monitor = getattr(rt, "monitor", None)
         if rt is not None:
             rt.upstream_failed = upstream
+        if monitor is not None:
+            monitor.upstream = readings
         out = original(self, scheduler_output, intermediate_tensors, *args, **kwargs)
         if rt is not None and isinstance(out, IntermediateTensors):
             from vllm.distributed import get_tp_group
-            out.tensors[KEY] = encode_ids(rt.step_failures, get_tp_group().world_size)
+            tp = get_tp_group().world_size
+            out.tensors[KEY] = encode_ids(rt.step_failures, tp)
+            if monitor is not None:        # this stage's rows, plus the earlier stages'
+                out.tensors[MONITOR_KEY] = encode_json(
+                    {rid: row.tolist() for rid, row in monitor.raw().items()}, tp)
         return out
 
     setattr(execute_model, _MARK, True)
     cls.execute_model = execute_model
 
 
-def encode_ids(ids, tp_size: int = 1) -> torch.Tensor:
-    """Request ids as a uint8 CPU tensor (sorted: every rank of a stage sends the same bytes).
-    Its length is kept indivisible by the TP size: vLLM splits a divisible tensor across the TP
-    ranks and gathers it on the device group, which a CPU tensor cannot use on GPUs."""
-    raw = json.dumps(sorted(ids)).encode()
+def encode_json(value, tp_size: int = 1) -> torch.Tensor:
+    """A JSON value as a uint8 CPU tensor (keys sorted: every rank of a stage sends the same
+    bytes). Its length is kept indivisible by the TP size: vLLM splits a divisible tensor across
+    the TP ranks and gathers it on the device group, which a CPU tensor cannot use on GPUs."""
+    raw = json.dumps(value, sort_keys=True).encode()
     if tp_size > 1 and len(raw) % tp_size == 0:
         raw += b" "     # JSON allows trailing whitespace
     return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
 
 
+def decode_json(tensor: torch.Tensor):
+    return json.loads(bytes(tensor.cpu().numpy().tobytes()).decode())
+
+
+def encode_ids(ids, tp_size: int = 1) -> torch.Tensor:
+    """Request ids as a uint8 CPU tensor (sorted, see `encode_json`)."""
+    return encode_json(sorted(ids), tp_size)
+
+
 def decode_ids(tensor: torch.Tensor) -> set[str]:
-    return set(json.loads(bytes(tensor.cpu().numpy().tobytes()).decode()))
+    return set(decode_json(tensor))
 
 
 def take_failed_ids(intermediate_tensors) -> set[str]:
@@ -88,3 +112,11 @@ def take_failed_ids(intermediate_tensors) -> set[str]:
     if not isinstance(tensors, dict) or KEY not in tensors:
         return set()
     return decode_ids(tensors.pop(KEY))
+
+
+def take_readings(intermediate_tensors) -> dict[str, list[float]]:
+    """Remove the earlier stages' monitor rows from the received tensors and return them."""
+    tensors = getattr(intermediate_tensors, "tensors", None)
+    if not isinstance(tensors, dict) or MONITOR_KEY not in tensors:
+        return {}
+    return decode_json(tensors.pop(MONITOR_KEY))

@@ -317,3 +317,68 @@ def test_pipeline_failure_ids_are_the_same_bytes_on_every_rank():
         for tp in (2, 3, 4):
             t = encode_ids(ids, tp)
             assert t.numel() % tp != 0 and decode_ids(t) == ids
+
+
+def test_monitor_readings_of_an_earlier_pipeline_stage_reach_the_last(tmp_path, monkeypatch):
+    """Pipeline parallel: a stage projects only on its own layers, so a monitored name whose layer
+    runs on an earlier stage would read 0 on the last; its raw rows travel on inside the
+    IntermediateTensors (steering_plugin.pipeline) and the last stage reads the whole value.
+    Stage 1 runs layers 0-1 ("a" reads at layer 0), stage 2 layer 2 ("b" at layer 2)."""
+    from vllm.sequence import IntermediateTensors
+
+    from steering_plugin import pipeline
+    from steering_plugin.monitor import MonitorBuffers
+    from steering_plugin.runtime import runtime_for
+
+    monkeypatch.setattr(pipeline, "_pipeline_stages", lambda: 2)
+    import vllm.distributed
+    monkeypatch.setattr(vllm.distributed, "get_tp_group", lambda: SimpleNamespace(world_size=1))
+    g = torch.Generator().manual_seed(3)
+    stream = {layer: torch.randn(3, HIDDEN, generator=g) + 1.0 for layer in range(LAYERS)}
+
+    class Stage:   # a runner whose forward records the monitor projections of its own layers
+        def __init__(self, model, hf, layers, last):
+            self.model, self.model_config = model, SimpleNamespace(hf_config=hf)
+            self.layers, self.last = layers, last
+
+        def get_model(self):
+            return self.model
+
+        def execute_model(self, scheduler_output, intermediate_tensors=None):
+            self.model.steering.begin_step(*scheduler_output)
+            zero = torch.zeros(3, HIDDEN)
+            for layer in self.layers:
+                self.model.model.monitor_buffers.record(layer, stream[layer], zero, zero)
+            if self.last:
+                return None
+            return IntermediateTensors({"hidden_states": zero, "residual": zero})
+
+    monkeypatch.setattr(Stage, "execute_model", Stage.execute_model)   # undone after the test
+    pipeline._wrap_execute_model(Stage)
+    stages = []
+    for layers, last in ((range(0, 2), False), (range(2, 3), True)):
+        model, hf = fake_model(tmp_path)
+        model.model.monitor_buffers = MonitorBuffers(
+            num_layers=LAYERS, hidden=HIDDEN, columns=4, max_tokens=MAX_TOKENS,
+            first_layer=layers[0], dtype=torch.float32, steer=model.model.steer_buffers,
+            layers=layers)
+        runtime_for(model, hf)
+        stages.append(Stage(model, hf, list(layers), last))
+    first, last = stages
+    store = VectorStore(tmp_path)
+    unit = {n: v.vectors[0] / v.vectors[0].norm() for n in "ab" for v in [store.load("persona", n)]}
+    # r1 monitors both names; r2 nothing; r1's sampled position is its last token (index 1)
+    mon = SimpleNamespace(extra_args={"steering": {"monitor": ["a", "b"]}})
+    step = (["r1", "r2"], np.array([2, 1]), [mon, None])
+    sent = first.execute_model(step)
+    carried = pipeline.decode_json(sent.tensors[pipeline.MONITOR_KEY])
+    assert set(carried) == {"r1"} and carried["r1"][1] == 0.0   # "b" is not on this stage
+    last.execute_model(step, IntermediateTensors(dict(sent.tensors)))
+    got = last.model.steering.monitor.read()["r1"]
+    want = [float(stream[0][1] @ unit["a"]), float(stream[2][1] @ unit["b"])]   # no axis: raw
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert abs(want[0]) > 0.1, "the earlier stage's reading is not a zero by chance"
+    # without the carried rows the last stage alone reads 0 for "a" (what this fixes)
+    first.execute_model(step)
+    last.execute_model(step, IntermediateTensors({"hidden_states": torch.zeros(3, HIDDEN)}))
+    assert last.model.steering.monitor.read()["r1"][0] == 0.0

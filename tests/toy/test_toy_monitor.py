@@ -44,6 +44,12 @@ def mean_reading(url, name, system=None, **steer) -> float:
 
 
 def test_prompted_persona_reads_higher_than_plain_answers(toy_monitor_server):
+    """The demo personas carry their own spread (`projection_stats`, the assistant's per-token
+    projections at extraction), so plain answers read near 0, "as the assistant usually is"."""
+    from persona_steer.store import VectorStore
+    from persona_steer.toy_demo import demo_dir
+    demo = VectorStore(demo_dir())
+    assert all(demo.load("persona", p).meta_json("projection_stats") for p in DEMO_PERSONAS)
     url = toy_monitor_server.url
     rng = random.Random(7)
     gaps = {}
@@ -52,7 +58,9 @@ def test_prompted_persona_reads_higher_than_plain_answers(toy_monitor_server):
         plain = mean_reading(url, p)
         gaps[p] = (round(plain, 2), round(prompted, 2))
     print("plain vs prompted mean z:", gaps)
-    assert all(prompted > plain + 0.5 for plain, prompted in gaps.values()), gaps
+    assert all(abs(plain) < 1 for plain, _ in gaps.values()), gaps
+    # measured 2026-12-06: plain -0.34..-0.05, prompted 1.96..4.01 (rises 2.04..4.26)
+    assert all(prompted > plain + 1.5 for plain, prompted in gaps.values()), gaps
 
 
 def test_steering_toward_a_persona_raises_its_reading(toy_monitor_server):
