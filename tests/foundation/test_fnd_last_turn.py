@@ -129,3 +129,20 @@ def test_spans_and_salts_per_mode():
     assert turn[0].positioned_salt(base, 10) == turn[0].positioned_salt(base, 12)
     assert len({base, gen.positioned_salt(base, 10), turn[0].positioned_salt(base, 10),
                 build_spec(persona="p", steer_tokens="prompt").positioned_salt(base, 10)}) == 4
+
+
+def test_completions_refuse_last_turn_and_a_last_turn_default_steers_all():
+    from persona_steer.config import ConfigError, load_config
+    from server.generation import completion_steer_tokens
+    from server.schemas import CompletionRequest
+    with pytest.raises(ConfigError):
+        load_config(overrides={"steering.steer_tokens": "some"})
+    for default, asked, want in [("last_turn", None, "all"), ("all", None, None),
+                                 ("last_turn", "generated", "generated")]:
+        state = SimpleNamespace(settings=load_config(overrides={"steering.steer_tokens": default}))
+        req = CompletionRequest(prompt="hi", steer_tokens=asked)
+        assert completion_steer_tokens(state, req).steer_tokens == want
+    state = SimpleNamespace(settings=load_config())
+    with pytest.raises(APIError) as err:
+        completion_steer_tokens(state, CompletionRequest(prompt="hi", steer_tokens="last_turn"))
+    assert err.value.status == 400 and err.value.param == "steer_tokens"
