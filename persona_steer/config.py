@@ -143,7 +143,8 @@ class SteeringSettings(_Section):
     steering_scale: float = 1.0
     max_weight: float = Field(10.0, gt=0, description="|weight| bound for any vector in a request")
     safety: SafetySettings = SafetySettings()
-    steer_tokens: Literal["all", "generated", "prompt"] = "all"
+    # last_turn: chats steer from their last user message on; /v1/completions (no turns) all
+    steer_tokens: Literal["all", "generated", "prompt", "last_turn"] = "all"
     monitor: MonitorSettings = MonitorSettings()
 
     @field_validator("default_strength", "steering_scale")

@@ -25,10 +25,12 @@ from persona_steer.vector_format import AXIS_NAME, VectorFormatError, validate_n
 # a request's `model` may name a persona instead of the base model: "persona:<name>"
 PERSONA_MODEL_PREFIX = "persona:"
 FLAT_KEYS = ("steer_persona", "steer_strength", "steer_blend", "steer_traits", "steer_scale",
-             "steer_safety", "steer_monitor", "steer_tokens")
+             "steer_safety", "steer_monitor", "steer_tokens", "steer_start")
 # Which tokens the delta (and capping) apply to, by position: "prompt" is every position before
-# the prompt's end, "generated" every position after it (the tokens the model wrote).
-STEER_TOKENS = ("all", "generated", "prompt")
+# the prompt's end, "generated" every position after it (the tokens the model wrote),
+# "last_turn" every position from `steer_start` on (a chat's last user turn, then the answer;
+# the server computes the position from the chat template: server.generation.last_turn_start).
+STEER_TOKENS = ("all", "generated", "prompt", "last_turn")
 
 
 class SteeringSpecError(ValueError):
@@ -46,6 +48,11 @@ class SteeringSpec:
     scale: float | None = None          # None: the engine's configured steering_scale
     safety: bool = False
     steer_tokens: str = "all"           # one of STEER_TOKENS
+    # "last_turn": the first steered position. Per request (where this chat's last user turn
+    # starts), not part of the steering config: left out of equality and the hash, so requests
+    # that differ only here share one delta and one slot; the prefix-cache salt takes it in
+    # (`positioned_salt`). None until the server has rendered the prompt.
+    steer_start: int | None = field(default=None, compare=False)
     # Names to read out per token (docs/monitoring.md). Reading changes no output, so it is left
     # out of equality, the hash and the cache salt: requests differing only in what they monitor
     # share one steering slot and their cached blocks.
@@ -72,6 +79,8 @@ class SteeringSpec:
             body["scale"] = self.scale
         if self.steer_tokens != "all":
             body["steer_tokens"] = self.steer_tokens
+        if self.steer_start is not None:
+            body["steer_start"] = self.steer_start
         if self.monitor:
             body["monitor"] = list(self.monitor)
         return {"steering": body}
@@ -82,7 +91,36 @@ class SteeringSpec:
                "scale": scale, "safety": self.safety}
         if self.steer_tokens != "all":
             out["steer_tokens"] = self.steer_tokens
+        if self.steer_start is not None:
+            out["steer_start"] = self.steer_start
         return out
+
+    def steered_span(self, n_prompt: int) -> tuple[int, int | None]:
+        """The positions steered (and capped) for a prompt of `n_prompt` tokens: [start, end),
+        end None for "to the last generated token". Position p is the p-th token of prompt +
+        answer, whatever step computes it (chunked prefill, preemption recompute)."""
+        if self.steer_tokens == "generated":
+            return n_prompt, None
+        if self.steer_tokens == "prompt":
+            return 0, n_prompt
+        if self.steer_tokens == "last_turn":
+            if self.steer_start is None:
+                raise SteeringSpecError("steer_tokens=last_turn needs steer_start (the position "
+                                        "where the last user turn starts)", "steer_start")
+            return self.steer_start, None
+        return 0, None
+
+    def positioned_salt(self, salt: str, n_prompt: int) -> str:
+        """The prefix-cache salt of this request: `salt` (cache_key, the config) plus, when only
+        part of the tokens are steered, the steered span. A cached block's KV depends on which
+        of the positions up to it were steered: without the span a later turn of a chat would
+        reuse blocks where the earlier turn steered tokens it must not (its then-last user
+        turn, its then-generated answer). Conservative: requests whose spans differ share no
+        block, not even an unsteered prefix (vLLM salts the whole chain from the first block)."""
+        if self.steer_tokens == "all":
+            return salt
+        start, end = self.steered_span(n_prompt)
+        return f"{salt}@{start}-{'' if end is None else end}"
 
     def cache_key(self, hashes: Mapping[str, str], default_scale: float) -> str:
         """A prefix-cache salt covering the full config and the vectors' content hashes.
@@ -117,7 +155,7 @@ class SteeringRequest:
     scale: float | None = None             # this request's steering scale
     safety: bool | None = None
     monitor: Sequence[str] | None = None   # names to read per token (docs/monitoring.md)
-    steer_tokens: str | None = None        # "all" | "generated" | "prompt"
+    steer_tokens: str | None = None        # "all" | "generated" | "prompt" | "last_turn"
 
     def body(self) -> dict[str, Any]:
         """The fields that were given, weights checked to be finite numbers (names and bounds
@@ -247,12 +285,29 @@ def _steer_tokens(value: Any, param: str = "steer_tokens") -> str:
     return value
 
 
+def _steer_start(value: Any, steer_tokens: str, param: str = "steer_start") -> int | None:
+    """A token position (a whole number >= 0; the flat form carries text), only with last_turn."""
+    if value is None:
+        return None
+    if steer_tokens != "last_turn":
+        raise SteeringSpecError(f"{param} goes with steer_tokens=last_turn (got steer_tokens="
+                                f"{steer_tokens})", param)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SteeringSpecError(f"{param} must be a token position (a whole number >= 0), "
+                                f"got {value!r}", param)
+    return value
+
+
 def build_spec(*, persona: str | None = None, strength: float | None = None,
                blend: Any = None, traits: Any = None, scale: float | None = None,
                safety: bool | None = None, default_strength: float = 1.0,
                default_safety: bool = False, max_weight: float | None = None,
                monitor: Any = None, steer_tokens: str | None = None,
-               max_monitor: int | None = None) -> SteeringSpec:
+               max_monitor: int | None = None, steer_start: Any = None) -> SteeringSpec:
     """From API-level fields (persona/strength/blend/traits/scale/safety) to a spec.
 
     A single `persona` gets weight `strength` (default: config default_strength); `blend` adds
@@ -276,10 +331,12 @@ def build_spec(*, persona: str | None = None, strength: float | None = None,
     if max_monitor is not None and len(names) > max_monitor:
         raise SteeringSpecError(f"monitor asks for {len(names)} names; at most {max_monitor} "
                                 f"per request (steering.monitor.max_names)", "monitor")
+    tokens = _steer_tokens(steer_tokens)
     return SteeringSpec(personas=tuple(sorted(personas.items())),
                         traits=_pairs(traits, "traits", max_weight), scale=scale_v,
                         safety=default_safety if safety is None else safety,
-                        steer_tokens=_steer_tokens(steer_tokens), monitor=names)
+                        steer_tokens=tokens, steer_start=_steer_start(steer_start, tokens),
+                        monitor=names)
 
 
 def parse_extra_args(extra_args: Mapping[str, Any] | None,
@@ -295,14 +352,15 @@ def parse_extra_args(extra_args: Mapping[str, Any] | None,
         if not isinstance(body, Mapping):
             raise SteeringSpecError("extra_args.steering must be an object", "steering")
         unknown = set(body) - {"personas", "traits", "scale", "safety", "hashes", "monitor",
-                               "steer_tokens"}
+                               "steer_tokens", "steer_start"}
         if unknown:
             raise SteeringSpecError(f"unknown steering keys: {', '.join(sorted(unknown))}", "steering")
         return build_spec(blend=body.get("personas"), traits=body.get("traits"),
                           scale=body.get("scale"),
                           safety=bool(_bool(body.get("safety"), "steering.safety")),
                           max_weight=max_weight, monitor=body.get("monitor"),
-                          steer_tokens=body.get("steer_tokens"), max_monitor=max_monitor)
+                          steer_tokens=body.get("steer_tokens"), max_monitor=max_monitor,
+                          steer_start=_engine_start(body, "steer_start"))
     if not any(k in extra_args for k in FLAT_KEYS):
         return None
     safety = _bool(extra_args.get("steer_safety"), "steer_safety")
@@ -312,4 +370,15 @@ def parse_extra_args(extra_args: Mapping[str, Any] | None,
                       scale=extra_args.get("steer_scale"),
                       safety=safety, max_weight=max_weight,
                       monitor=extra_args.get("steer_monitor"),
-                      steer_tokens=extra_args.get("steer_tokens"), max_monitor=max_monitor)
+                      steer_tokens=extra_args.get("steer_tokens"), max_monitor=max_monitor,
+                      steer_start=_engine_start(extra_args, "steer_start"))
+
+
+def _engine_start(body: Mapping[str, Any], key: str) -> Any:
+    """What reaches the engine must say where a last_turn request starts steering: our server
+    renders the chat and fills it in; a stock-vLLM caller passes `steer_start` itself."""
+    if body.get("steer_tokens") == "last_turn" and body.get(key) is None:
+        raise SteeringSpecError("steer_tokens=last_turn needs steer_start: the token position "
+                                "where the chat's last user turn starts (this project's server "
+                                "computes it; through stock vLLM's vllm_xargs pass it)", key)
+    return body.get(key)

@@ -10,6 +10,7 @@ derived from the full config. A request whose spec is a no-op passes no steering
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 import uuid
@@ -119,19 +120,95 @@ def monitor_pins(state: ServerState, spec: SteeringSpec) -> dict[str, str]:
 
 # --- prompts and sampling ---------------------------------------------------------------------
 def chat_prompt(state: ServerState, messages: list, template_kwargs: Optional[dict]) -> tuple[list[int], str]:
-    msgs = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+    text = _render_chat(state, _chat_messages(messages), template_kwargs)
+    ids = state.tokenizer.encode(text, add_special_tokens=False)
+    return list(ids), text
+
+
+def _chat_messages(messages: list) -> list[dict]:
+    return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in messages]
+
+
+def _render_chat(state: ServerState, msgs: list[dict], template_kwargs: Optional[dict]) -> str:
     kwargs = dict(template_kwargs or {})
     for bad in ("messages", "tokenize", "add_generation_prompt", "conversation"):
         kwargs.pop(bad, None)
     try:
-        text = state.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True,
-                                                   **kwargs)
+        return state.tokenizer.apply_chat_template(msgs, tokenize=False,
+                                                   add_generation_prompt=True, **kwargs)
     except Exception as err:
         raise APIError(400, f"chat template failed: {err}", param="messages",
                        code="chat_template_error") from None
-    ids = state.tokenizer.encode(text, add_special_tokens=False)
-    return list(ids), text
+
+
+# --- steer_tokens=last_turn: where a chat's last user turn starts ----------------------------
+LAST_TURN = "last_turn"
+
+
+def wants_last_turn(steering: Steering) -> bool:
+    return steering.applied.get("steer_tokens") == LAST_TURN
+
+
+def last_turn_start(state: ServerState, messages: list, template_kwargs: Optional[dict],
+                    ids: list[int]) -> int:
+    """The position of the first prompt token that the last user message decides: the chat is
+    rendered again with that message's text swapped for another, and the two token lists agree
+    up to there. Whatever the template (system prompt folded into the first user turn, earlier
+    assistant turns rendered differently once a later user turn exists), every token before it
+    (system prompt, earlier turns, the last turn's own header such as `<|im_start|>user\n`) is
+    the same whatever the last user says; it and everything after it is that turn's text, the
+    turns after it and the answer. (Rendering only the earlier messages and asking for a token
+    prefix fails on Qwen3's own template: it renders the then-last assistant turn otherwise.)"""
+    msgs = _chat_messages(messages)
+    users = [i for i, m in enumerate(msgs) if m["role"] == "user"]
+    if not users:
+        raise APIError(400, "steer_tokens=last_turn steers from the last user message on, and "
+                            "messages has no user message", param="steer_tokens",
+                       code="invalid_request")
+    k = users[-1]
+    other = "B" if msgs[k]["content"].startswith("A") else "A"
+    swapped = msgs[:k] + [{**msgs[k], "content": other}] + msgs[k + 1:]
+    other_ids = state.tokenizer.encode(_render_chat(state, swapped, template_kwargs),
+                                       add_special_tokens=False)
+    start = next((i for i, (a, b) in enumerate(zip(ids, other_ids)) if a != b),
+                 min(len(ids), len(other_ids)))
+    if start >= len(ids):
+        raise APIError(400, "steer_tokens=last_turn: this model's chat template does not render "
+                            "the last user message into the prompt", param="steer_tokens",
+                       code="invalid_request")
+    return start
+
+
+def steer_from(steering: Steering, start: int) -> Steering:
+    """This request's steering with its first steered position: the engine reads it from
+    extra_args (steer_start), the salt takes it in (engine_prompt), the client sees it echoed."""
+    extra = steering.extra_args
+    if extra is not None:
+        extra = {**extra, "steering": {**extra["steering"], "steer_start": start}}
+    spec = None if steering.spec is None else dataclasses.replace(steering.spec, steer_start=start)
+    return dataclasses.replace(steering, spec=spec, extra_args=extra,
+                               applied={**steering.applied, "steer_start": start})
+
+
+def place_last_turn(state: ServerState, steering: Steering, messages: list,
+                    template_kwargs: Optional[dict], ids: list[int]) -> Steering:
+    """A chat request's steering, with where it starts when it asks for steer_tokens=last_turn."""
+    if not wants_last_turn(steering) or steering.extra_args is None:   # nothing reaches the engine
+        return steering
+    return steer_from(steering, last_turn_start(state, messages, template_kwargs, ids))
+
+
+def completion_steer_tokens(state: ServerState, req: Any) -> Any:
+    """/v1/completions has no turns: steer_tokens=last_turn asked for is a 400; a server default
+    of last_turn steers the whole prompt there (a completion prompt is one turn)."""
+    if req.steer_tokens == LAST_TURN:
+        raise APIError(400, "steer_tokens=last_turn needs a chat (its last user turn): use "
+                            "/v1/chat/completions, /api/chat or /ws/chat, or all, generated or "
+                            "prompt here", param="steer_tokens", code="invalid_request")
+    if req.steer_tokens is None and state.settings.steering.steer_tokens == LAST_TURN:
+        return req.model_copy(update={"steer_tokens": "all"})
+    return req
 
 
 def text_prompt(state: ServerState, prompt: Any) -> list[int]:
@@ -216,7 +293,8 @@ def sampling_params(req: Any, max_tokens: int, steering: Steering, *, stream: bo
 def engine_prompt(ids: list[int], steering: Steering) -> dict:
     p: dict[str, Any] = {"prompt_token_ids": ids}
     if steering.cache_salt:
-        p["cache_salt"] = steering.cache_salt
+        # with the steered span when steer_tokens is not "all" (the same salt admission computes)
+        p["cache_salt"] = steering.spec.positioned_salt(steering.cache_salt, len(ids))
     return p
 
 

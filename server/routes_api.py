@@ -28,7 +28,7 @@ from server.deps import get_state, ready_state
 from server.errors import APIError, error_body, to_api_error
 from server.monitoring import track_for
 from server.generation import (chat_prompt, engine_prompt, finish, generate, max_tokens_for, new_id,
-                               resolve_steering, sampling_params, usage)
+                               place_last_turn, resolve_steering, sampling_params, usage)
 from server.openapi import BINARY, WITH_BODY, errors
 from server.schemas import EqualizeRequest, NamePath, ScaleRequest, SimpleChatRequest
 from server.security import key_matches
@@ -317,7 +317,9 @@ async def simple_chat_events(state: ServerState, req: SimpleChatRequest) -> Asyn
     steering = resolve_steering(state, req)
     state.metrics.requests.labels("api_chat", str(steering.steered).lower()).inc()
     kwargs = {} if req.enable_thinking is None else {"enable_thinking": req.enable_thinking}
-    ids, text = chat_prompt(state, req.to_messages(), kwargs)
+    messages = req.to_messages()
+    ids, text = chat_prompt(state, messages, kwargs)
+    steering = place_last_turn(state, steering, messages, kwargs, ids)
     max_tokens = max_tokens_for(state, len(ids), req.max_tokens)
     params = sampling_params(SamplingFieldsOf(req), max_tokens, steering, stream=True,
                              logprobs=None, skip_special_tokens=not state.think.tags_special,

@@ -16,8 +16,9 @@ from sse_starlette.sse import EventSourceResponse
 
 from server.deps import get_state, ready_state
 from server.errors import APIError, to_api_error
-from server.generation import (chat_logprobs, chat_prompt, completion_logprobs, engine_prompt,
-                               finish, generate, max_tokens_for, merge, new_id, now,
+from server.generation import (chat_logprobs, chat_prompt, completion_logprobs,
+                               completion_steer_tokens, engine_prompt, finish, generate,
+                               max_tokens_for, merge, new_id, now, place_last_turn,
                                resolve_steering, sampling_params, text_prompt, usage)
 from server.monitoring import track_for
 from server.openapi import SSE, WITH_BODY, errors
@@ -144,6 +145,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
     steering = resolve_steering(state, req, req.model)
     state.metrics.requests.labels("chat", str(steering.steered).lower()).inc()
     ids, text = chat_prompt(state, req.messages, req.chat_template_kwargs)
+    steering = place_last_turn(state, steering, req.messages, req.chat_template_kwargs, ids)
     max_tokens = max_tokens_for(state, len(ids), req.max_completion_tokens or req.max_tokens)
     top = req.top_logprobs or 0
     params = sampling_params(req, max_tokens, steering, stream=req.stream,
@@ -233,6 +235,7 @@ async def completions(req: CompletionRequest, request: Request):
     state = ready_state(request)
     if req.echo:
         raise APIError(400, "echo is not supported", param="echo")
+    req = completion_steer_tokens(state, req)
     steering = resolve_steering(state, req, req.model)
     state.metrics.requests.labels("completions", str(steering.steered).lower()).inc()
     prompts = req.prompt if isinstance(req.prompt, list) and isinstance(req.prompt[0], str) \

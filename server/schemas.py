@@ -63,7 +63,9 @@ class SteeringFields(BaseModel):
     # live monitoring: persona names, trait:NAME (or a bare trait name), assistant_axis;
     # None: the config's steering.monitor.default, [] none (docs/monitoring.md)
     monitor: Optional[list[MonitorName]] = None
-    steer_tokens: Optional[Literal["all", "generated", "prompt"]] = None
+    # which positions get the delta and capping (docs/steering.md); None: steering.steer_tokens.
+    # last_turn: chats only (the last user message on); /v1/completions answers it with a 400
+    steer_tokens: Optional[Literal["all", "generated", "prompt", "last_turn"]] = None
 
 
 class StreamOptions(BaseModel):

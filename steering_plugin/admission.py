@@ -77,6 +77,10 @@ def admit(hf_config, request) -> None:
     if spec.is_noop:
         return
     salt = spec.cache_key(hashes, float(getattr(hf_config, "steering_scale", 1.0)))
+    if spec.steer_tokens != "all":   # the steered span goes in too (SteeringSpec.positioned_salt)
+        from vllm.utils import length_from_prompt_token_ids_or_embeds
+        salt = spec.positioned_salt(salt, length_from_prompt_token_ids_or_embeds(
+            request.prompt_token_ids, request.prompt_embeds))
     if request.cache_salt != salt:
         request.cache_salt = salt if not request.cache_salt else f"{request.cache_salt}|{salt}"
 

@@ -273,9 +273,10 @@ class SteeringRuntime:
             self.monitor.begin_step(req_ids, counts, set(self.step_failures))
 
     def _limit_tokens(self, entries, req_ids, counts, per_token, num_computed, num_prompt) -> None:
-        """`steer_tokens`: a request steered on its prompt or its generated tokens only has the
-        other positions on slot 0 (no delta, no capping). Position p of a request is a prompt
-        token when p < its prompt length, whatever step computes it (preemption recomputes)."""
+        """`steer_tokens`: a request steered on part of its tokens (its prompt, its generated
+        tokens, its last chat turn on) has the other positions on slot 0 (no delta, no capping).
+        The span is by position (SteeringSpec.steered_span), whatever step computes it:
+        chunked prefill and preemption recompute give the same positions the same treatment."""
         starts = np.concatenate(([0], np.cumsum(counts)[:-1])) if len(counts) else counts
         for i, e in enumerate(entries):
             if e is None or e.spec.steer_tokens == "all" or counts[i] == 0:
@@ -285,9 +286,9 @@ class SteeringRuntime:
                     "steer_tokens needs vLLM's V1 model runner (model.model_runner: v1)")
                 per_token[starts[i]:starts[i] + counts[i]] = 0
                 continue
+            first, end = e.spec.steered_span(int(num_prompt[i]))
             pos = int(num_computed[i]) + np.arange(counts[i])
-            keep = pos >= int(num_prompt[i]) if e.spec.steer_tokens == "generated" \
-                else pos < int(num_prompt[i])
+            keep = (pos >= first) if end is None else (pos >= first) & (pos < end)
             seg = per_token[starts[i]:starts[i] + counts[i]]
             seg[~keep] = 0
 

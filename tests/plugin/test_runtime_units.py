@@ -382,3 +382,35 @@ def test_monitor_readings_of_an_earlier_pipeline_stage_reach_the_last(tmp_path, 
     first.execute_model(step)
     last.execute_model(step, IntermediateTensors({"hidden_states": torch.zeros(3, HIDDEN)}))
     assert last.model.steering.monitor.read()["r1"][0] == 0.0
+
+
+def test_partial_steer_tokens_mask_positions_across_steps(tmp_path):
+    """steer_tokens by position, whatever step computes it: a last_turn request prefilled in two
+    chunks then decoding, next to a generated one, an "all" one and another last_turn one with
+    the same vectors (the two last_turn requests share a slot: where a request starts steering
+    is not part of its config)."""
+    model, hf = fake_model(tmp_path)
+    rt = SteeringRuntime(model, hf)
+    idx = model.model.steer_buffers.steer_index
+
+    def req(mode=None, start=None):
+        body = {"personas": {"a": 1.0}}
+        if mode:
+            body["steer_tokens"] = mode
+        if start is not None:
+            body["steer_start"] = start
+        return SimpleNamespace(extra_args={"steering": body})
+    ps = [req("last_turn", 5), req("generated"), req(), req("last_turn", 2)]
+    ids = ["turn", "gen", "all", "turn2"]
+    # step 1: prompts of 8, 4, 3, 3 tokens; "turn" prefills its first 4 only
+    rt.begin_step(ids, np.array([4, 4, 3, 3]), ps, num_computed=[0, 0, 0, 0],
+                  num_prompt=[8, 4, 3, 3])
+    got = idx[:14].tolist()
+    a, t = got[8], got[13]
+    assert 0 not in (a, t) and a != t and len(rt.key_slot) == 3
+    assert got == [0] * 4 + [0] * 4 + [a] * 3 + [0, 0, t]
+    # step 2: the rest of "turn"'s prompt (positions 4..7, steered from 5), the others decode
+    rt.begin_step(ids, np.array([4, 1, 1, 1]), ps, num_computed=[4, 4, 3, 3],
+                  num_prompt=[8, 4, 3, 3])
+    g = idx[4].item()
+    assert idx[:7].tolist() == [0, t, t, t, g, a, t] and g not in (0, a, t)
