@@ -156,8 +156,7 @@ def steer(model, blend: Blend = None, *, traits: Blend = None, scale: float | No
         blend = {blend.strip(): 1.0}
     spec = build_spec(blend=blend, traits=traits, scale=scale, safety=safety,
                       max_weight=s.steering.max_weight)
-    cfg = getattr(model.config, "text_config", None) or model.config
-    shape = ModelShape(cfg.hidden_size, cfg.num_hidden_layers, model_id)
+    shape = ModelShape.from_hf_config(model.config, model_id=model_id)
     store = VectorStore(vectors if vectors is not None else s.path("vectors"))
     delta = spec_delta(spec, store, shape, s.steering.steering_scale)
     cap = None

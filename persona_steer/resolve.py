@@ -1,15 +1,28 @@
 """Resolve a SteeringSpec against the store for a given model: check, hash, combine.
 
-Shared by the server (validation + prefix-cache salt before a request enters the engine) and
-the plugin's workers (turning a request into per-layer deltas).
+One path for a request's steering (docs/steering.md, "One request, from HTTP to the layer add"):
+  - `ModelShape.from_hf_config` is the one way to describe the served model (hidden size,
+    layers, the model id vectors must name, the layers the engine steers); every caller with
+    an engine (the server, front-end admission, the workers) builds it from the engine's
+    `hf_config`, which `steering_plugin/engine.py` stamps through `hf_overrides`;
+  - `admit` is the one validator: it checks every vector a spec reads, pins their content
+    hashes and derives the prefix-cache salt. It runs in exactly one place per request, vLLM's
+    front end (`steering_plugin/admission.py`), which every entry point passes through (this
+    server, `vllm.LLM`, stock vLLM's OpenAI server with `vllm_xargs`). The server only builds
+    the spec and maps `AdmissionError` to its HTTP status;
+  - the workers (`steering_plugin/runtime.py`) turn an admitted request into per-layer deltas
+    with `combine` and the vectors whose pinned hashes they verify, and load capping through
+    `cap_table_from_axis`, the one capping-table builder (also behind `cap_table`).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
+from persona_steer.config import resolve_layers
 from persona_steer.steering_spec import SteeringSpec
 from persona_steer.store import VectorNotFound, VectorStore
 from persona_steer.vector_format import AXIS_NAME, SteeringVector, VectorFormatError, combine
@@ -21,6 +34,26 @@ class ModelShape:
     num_layers: int
     model_id: str | None = None          # None: don't compare the vector's `model` metadata
     steerable_layers: tuple[int, ...] | None = None   # None: all layers
+
+    @classmethod
+    def from_hf_config(cls, hf_config: Any, *, model_id: str | None = None) -> "ModelShape":
+        """The served model's shape, from a (vLLM or transformers) `hf_config`. The engine's
+        carries `steering_model_id` and `steering_layers` (steering_plugin/engine.py
+        `steering_overrides`); a plain model's has neither: no model-id check, every layer
+        steerable. `model_id` overrides the config's."""
+        text = getattr(hf_config, "get_text_config", lambda: hf_config)()
+        num_layers = int(text.num_hidden_layers)
+        layers = getattr(hf_config, "steering_layers", None)    # None: all, as the model's buffers
+        return cls(hidden_size=int(text.hidden_size), num_layers=num_layers,
+                   model_id=model_id if model_id is not None
+                   else getattr(hf_config, "steering_model_id", None),
+                   steerable_layers=tuple(resolve_layers("all" if layers is None else layers,
+                                                         num_layers)))
+
+    def any_layer(self) -> "ModelShape":
+        """This shape without the steerable-layers check (a monitored vector may be read at
+        any layer)."""
+        return replace(self, steerable_layers=None)
 
 
 def load_checked(store: VectorStore, kind: str, name: str, shape: ModelShape) -> SteeringVector:
@@ -71,9 +104,15 @@ def load_axis(store: VectorStore, shape: ModelShape) -> SteeringVector:
 
 def cap_table(store: VectorStore, shape: ModelShape, percentile: float,
               layers: list[int]) -> dict[int, tuple[torch.Tensor, float]]:
+    """`cap_table_from_axis` of the store's assistant axis (checked against `shape`)."""
+    return cap_table_from_axis(load_axis(store, shape), percentile, layers)
+
+
+def cap_table_from_axis(axis: SteeringVector, percentile: float,
+                        layers: list[int]) -> dict[int, tuple[torch.Tensor, float]]:
     """Capping as the plugin applies it: {layer: (unit assistant axis, threshold)} for each of
-    `layers` the axis file has."""
-    axis = load_axis(store, shape)
+    `layers` the axis file has. The one builder: the workers' `cap_axis`/`cap_thresh` buffers,
+    the Python API's hooks and the toy's HF reference all read it."""
     thresholds = axis_thresholds(axis, percentile)
     rows = axis.per_layer()
     return {layer: (rows[layer] / rows[layer].norm().clamp_min(1e-12), thresholds[layer])
@@ -151,9 +190,54 @@ def monitor_hashes(names: tuple[str, ...], store: VectorStore, shape: ModelShape
                    ) -> dict[str, str]:
     """{"kind/name": content hash} of every monitored vector (any layer of the model may be read,
     so the steerable-layers check does not apply)."""
-    free = ModelShape(shape.hidden_size, shape.num_layers, shape.model_id, None)
+    free = shape.any_layer()
     return {f"{k}/{n}": load_checked(store, k, n, free).content_hash()
             for k, n in monitor_targets(names, store)}
+
+
+# --- admission: the one check of a request's steering (docs/steering.md) -------------------------
+AXIS_MISSING = ("safety (activation capping) needs the assistant axis, and this engine's store "
+                "has none: run `persona-steer extract-axes`")
+
+
+class AdmissionError(ValueError):
+    """A request's steering cannot be admitted. `param` names the request field, `code` the
+    OpenAI-style error code, `not_found` marks a name the store lacks (HTTP 404, else 400)."""
+
+    def __init__(self, message: str, param: str | None, code: str, not_found: bool = False):
+        super().__init__(message)
+        self.param, self.code, self.not_found = param, code, not_found
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What admission fixed for one request."""
+    hashes: dict[str, str]     # "kind/name" -> content hash of each vector the steering reads
+    pinned: dict[str, str]     # those and the monitored vectors': what every worker must apply
+    salt: str | None           # prefix-cache salt; None: the request steers nothing
+
+
+def admit(spec: SteeringSpec, store: VectorStore, shape: ModelShape,
+          default_scale: float, prompt_len: int) -> Admission:
+    """Check every vector `spec` steers with or monitors against the served model, pin their
+    content hashes, and derive the prefix-cache salt (full config + steering vectors' hashes +,
+    when only part of the tokens are steered, the steered span of this `prompt_len`-token prompt;
+    monitored vectors are pinned but stay out of the salt: reading changes no output).
+    Raises AdmissionError naming the field and the problem."""
+    try:
+        monitored = monitor_hashes(spec.monitor, store, shape)
+        hashes = {} if spec.is_noop else content_hashes(spec, store, shape)
+    except MonitorNameError as err:
+        raise AdmissionError(str(err), "monitor", "monitor_not_found", not_found=True) from err
+    except VectorNotFound as err:
+        if err.kind == "axis":
+            raise AdmissionError(AXIS_MISSING, "safety", "axis_missing") from err
+        raise AdmissionError(str(err), err.kind, f"{err.kind}_not_found", not_found=True) from err
+    except VectorFormatError as err:
+        raise AdmissionError(str(err), None, "invalid_vector") from err
+    salt = None if spec.is_noop else spec.positioned_salt(
+        spec.cache_key(hashes, default_scale), prompt_len)
+    return Admission(hashes, {**monitored, **hashes}, salt)
 
 
 @dataclass(frozen=True)

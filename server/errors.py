@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from persona_steer.config import ConfigError
+from persona_steer.resolve import AdmissionError
 from persona_steer.steering_spec import SteeringSpecError
 from persona_steer.store import StoreWriteError, VectorNotFound
 from persona_steer.vector_format import NAME_RE, VectorFormatError, validate_name
@@ -61,6 +62,8 @@ def to_api_error(err: BaseException) -> APIError:
     """Map the project's domain errors to HTTP errors (used by routes, WS and jobs alike)."""
     if isinstance(err, APIError):
         return err
+    if isinstance(err, AdmissionError):     # steering refused at admission (steering_plugin)
+        return APIError(404 if err.not_found else 400, str(err), param=err.param, code=err.code)
     if isinstance(err, VectorNotFound):
         return APIError(404, str(err), param=err.kind, code=f"{err.kind}_not_found")
     if isinstance(err, SteeringSpecError):

@@ -2,10 +2,13 @@
 parameters, thinking split, logprobs, and the OpenAI response/chunk shapes.
 
 Steering per request: the API fields become a `SteeringSpec` (scale = the server's current
-global steering scale), every vector it names is checked against the store and the served
-model and content-hashed, and the request goes to the engine with
-`SamplingParams.extra_args = {"steering": {..., "hashes": {...}}}` plus a prefix-cache salt
-derived from the full config. A request whose spec is a no-op passes no steering at all.
+global scale), and the request goes to the engine with `SamplingParams.extra_args =
+{"steering": {...}}`; a request whose spec is a no-op (and monitors nothing) passes no steering
+at all. The server does only what HTTP needs (persona from `model`, default strength, the loaded
+set, the spec); the vectors are checked, content-hashed and the prefix-cache salt set once, at
+admission in vLLM's front end (`steering_plugin/admission.py`, `persona_steer.resolve.admit`),
+whose errors `engine_error` turns into the same HTTP errors (404 for an unknown name, 400 naming
+the field otherwise). Streams are `primed` so those errors keep their status.
 """
 from __future__ import annotations
 
@@ -17,13 +20,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Optional
 
-from persona_steer.resolve import MonitorNameError, content_hashes, default_strength, monitor_hashes
+from persona_steer.resolve import AdmissionError, default_strength
 from persona_steer.steering_spec import SteeringSpec, SteeringSpecError, build_spec
-from persona_steer.store import VectorNotFound
 from persona_steer.structured import json_schema_constraint
-from persona_steer.vector_format import VectorFormatError
 
-from server.errors import APIError
+from server.errors import APIError, to_api_error
 from server.lifecycle import shutdown_error
 from server.state import PERSONA_MODEL_PREFIX, ServerState, model_ids
 
@@ -31,8 +32,7 @@ from server.state import PERSONA_MODEL_PREFIX, ServerState, model_ids
 @dataclass
 class Steering:
     spec: Optional[SteeringSpec]          # None: unsteered (no-op spec included)
-    extra_args: Optional[dict]
-    cache_salt: Optional[str]
+    extra_args: Optional[dict]            # admission pins hashes and salts (steering_plugin)
     applied: dict                          # echoed to the client
     monitor: tuple[str, ...] = ()          # names read per token (docs/monitoring.md)
 
@@ -52,7 +52,8 @@ def persona_from_model(state: ServerState, model: Optional[str]) -> Optional[str
 
 
 def resolve_steering(state: ServerState, fields: Any, model: Optional[str] = None) -> Steering:
-    """API steering fields (+ persona chosen via `model`) -> checked, hashed steering."""
+    """API steering fields (+ persona chosen via `model`) -> the spec and its extra_args.
+    Vectors are checked at admission, when the request enters the engine (module docstring)."""
     s = state.settings.steering
     persona = getattr(fields, "persona", None)
     from_model = persona_from_model(state, model)
@@ -77,45 +78,18 @@ def resolve_steering(state: ServerState, fields: Any, model: Optional[str] = Non
                       monitor=list(s.monitor.default) if monitor is None else monitor,
                       steer_tokens=s.steer_tokens if steer_tokens is None else steer_tokens,
                       max_monitor=s.monitor.max_names)
-    watched = monitor_pins(state, spec)
-    if spec.is_noop:
-        applied = {**spec.to_dict(), "steered": False}
-        if not spec.monitor:
-            return Steering(None, None, None, applied)
-        extra = spec.to_extra_args()
-        extra["steering"]["hashes"] = watched
-        return Steering(None, extra, None, applied, spec.monitor)
+    applied = {**spec.to_dict(), "steered": not spec.is_noop}
+    if not spec.needs_engine_args:
+        return Steering(None, None, applied)
+    if spec.is_noop:                       # monitors only
+        return Steering(None, spec.to_extra_args(), applied, spec.monitor)
     for kind, name, _ in spec.weighted():
         if not state.is_loaded(kind, name):
             raise APIError(404, f"{kind} '{name}' is not loaded (loaded: "
                                 f"{', '.join(state.loaded(kind)) or 'none'}); load it with "
                                 f"POST /api/{kind}s/{name}/load", param=kind,
                            code=f"{kind}_not_loaded")
-    try:
-        hashes = content_hashes(spec, state.store, state.shape)   # VectorNotFound / format errors
-    except VectorNotFound as err:
-        if err.kind != "axis":
-            raise
-        raise APIError(400, "safety (activation capping) needs the assistant axis, and this "
-                            "server's store has none: run `persona-steer extract-axes`",
-                       param="safety", code="axis_missing") from None
-    extra = spec.to_extra_args()
-    extra["steering"]["hashes"] = {**watched, **hashes}   # monitored vectors: pinned, not salted
-    salt = spec.cache_key(hashes, state.scale)
-    return Steering(spec, extra, salt, {**spec.to_dict(), "steered": True}, spec.monitor)
-
-
-def monitor_pins(state: ServerState, spec: SteeringSpec) -> dict[str, str]:
-    """Content hashes of the monitored vectors; an unknown name is a 404 naming it."""
-    if not spec.monitor:
-        return {}
-    if state.settings.steering.monitor.columns <= 0:
-        raise APIError(400, "live monitoring is off on this server (steering.monitor.columns: 0)",
-                       param="monitor", code="monitor_off")
-    try:
-        return monitor_hashes(spec.monitor, state.store, state.shape)
-    except MonitorNameError as err:
-        raise APIError(404, str(err), param="monitor", code="monitor_not_found") from None
+    return Steering(spec, spec.to_extra_args(), applied, spec.monitor)
 
 
 # --- prompts and sampling ---------------------------------------------------------------------
@@ -182,7 +156,7 @@ def last_turn_start(state: ServerState, messages: list, template_kwargs: Optiona
 
 def steer_from(steering: Steering, start: int) -> Steering:
     """This request's steering with its first steered position: the engine reads it from
-    extra_args (steer_start), the salt takes it in (engine_prompt), the client sees it echoed."""
+    extra_args (steer_start), admission salts with it (resolve.admit), the client sees it echoed."""
     extra = steering.extra_args
     if extra is not None:
         extra = {**extra, "steering": {**extra["steering"], "steer_start": start}}
@@ -290,12 +264,9 @@ def sampling_params(req: Any, max_tokens: int, steering: Steering, *, stream: bo
         raise APIError(400, str(err), param=param, code="invalid_request") from None
 
 
-def engine_prompt(ids: list[int], steering: Steering) -> dict:
-    p: dict[str, Any] = {"prompt_token_ids": ids}
-    if steering.cache_salt:
-        # with the steered span when steer_tokens is not "all" (the same salt admission computes)
-        p["cache_salt"] = steering.spec.positioned_salt(steering.cache_salt, len(ids))
-    return p
+def engine_prompt(ids: list[int]) -> dict:
+    """The engine's prompt (its `cache_salt` is set at admission from the steering)."""
+    return {"prompt_token_ids": ids}
 
 
 def new_id(prefix: str) -> str:
@@ -375,6 +346,9 @@ def engine_error(err: BaseException) -> APIError:
     while e is not None and e not in chain:
         chain.append(e)
         e = e.__cause__ or e.__context__
+    for x in chain:     # refused at admission: the cause says which field and status
+        if isinstance(x, (AdmissionError, SteeringSpecError)):
+            return to_api_error(x)
     names = {c.__name__ for x in chain for c in type(x).__mro__}
     if "EngineDeadError" in names:
         return APIError(503, "the engine has stopped; this server exits so that its supervisor "
@@ -430,6 +404,26 @@ async def merge(gens: list[AsyncIterator[Any]]) -> AsyncIterator[tuple[int, Any]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def primed(agen: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """Start the engine request now, so admission errors get a real HTTP status, not a 200
+    stream; returns an iterator that replays the first item."""
+    try:
+        first = await agen.__anext__()
+    except StopAsyncIteration:
+        first = None
+
+    async def rest():
+        try:
+            if first is not None:
+                yield first
+                async for item in agen:
+                    yield item
+        finally:
+            await agen.aclose()
+
+    return rest()
 
 
 # --- logprobs ---------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from server.deps import get_state, ready_state
 from server.errors import APIError, error_body, to_api_error
 from server.monitoring import track_for
 from server.generation import (chat_prompt, engine_prompt, finish, generate, max_tokens_for, new_id,
-                               place_last_turn, resolve_steering, sampling_params, usage)
+                               place_last_turn, primed, resolve_steering, sampling_params, usage)
 from server.openapi import BINARY, WITH_BODY, errors
 from server.schemas import EqualizeRequest, NamePath, ScaleRequest, SimpleChatRequest
 from server.security import key_matches
@@ -326,26 +326,31 @@ async def simple_chat_events(state: ServerState, req: SimpleChatRequest) -> Asyn
                              defaults=state.sampling_defaults)
     rid = new_id("chat")
     sp = ThinkSplitter(state.think, text.rstrip("\n").endswith(THINK_START))
-    yield {"type": "start", "id": rid, "steering": steering.applied,
-           **({"monitor": list(steering.monitor)} if steering.monitor else {})}
-    n_out, reason = 0, None
-    track = track_for(steering)
-    async for out in generate(state, engine_prompt(ids, steering), params, rid,
-                              steering.steered):
-        o = out.outputs[0]
-        n_out += len(o.token_ids)
-        reasoning, content = sp.feed(o.text)
-        if reasoning:
-            yield {"type": "delta", "reasoning": reasoning}
-        if content:
-            yield {"type": "delta", "content": content}
-        if track is not None and (rows := track.take(out, len(o.token_ids))):
-            yield {"type": "monitor", **track.fields(rows)}
-        reason = o.finish_reason or reason
-    done = {"type": "done", "finish_reason": finish(reason), "usage": usage(len(ids), n_out)}
-    if track is not None:
-        done.update(track.fields())
-    yield done
+    engine_out = generate(state, engine_prompt(ids), params, rid, steering.steered)
+    try:
+        # admission's errors (an unknown persona...) come before the start event, not after it
+        source = await primed(engine_out)
+        yield {"type": "start", "id": rid, "steering": steering.applied,
+               **({"monitor": list(steering.monitor)} if steering.monitor else {})}
+        n_out, reason = 0, None
+        track = track_for(steering)
+        async for out in source:
+            o = out.outputs[0]
+            n_out += len(o.token_ids)
+            reasoning, content = sp.feed(o.text)
+            if reasoning:
+                yield {"type": "delta", "reasoning": reasoning}
+            if content:
+                yield {"type": "delta", "content": content}
+            if track is not None and (rows := track.take(out, len(o.token_ids))):
+                yield {"type": "monitor", **track.fields(rows)}
+            reason = o.finish_reason or reason
+        done = {"type": "done", "finish_reason": finish(reason), "usage": usage(len(ids), n_out)}
+        if track is not None:
+            done.update(track.fields())
+        yield done
+    finally:        # closed early (a stop, a client gone): end the engine request now
+        await engine_out.aclose()
 
 
 class SamplingFieldsOf:

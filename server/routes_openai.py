@@ -18,7 +18,7 @@ from server.deps import get_state, ready_state
 from server.errors import APIError, to_api_error
 from server.generation import (chat_logprobs, chat_prompt, completion_logprobs,
                                completion_steer_tokens, engine_prompt, finish, generate,
-                               max_tokens_for, merge, new_id, now, place_last_turn,
+                               max_tokens_for, merge, new_id, now, place_last_turn, primed,
                                resolve_steering, sampling_params, text_prompt, usage)
 from server.monitoring import track_for
 from server.openapi import SSE, WITH_BODY, errors
@@ -70,26 +70,6 @@ async def run_to_end(request: Request, agen: AsyncIterator[tuple[int, Any]]) -> 
             with contextlib.suppress(BaseException):
                 await task
             raise APIError(400, "client disconnected", code="client_disconnected")
-
-
-async def primed(agen: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """Start the engine request now, so admission errors get a real HTTP status, not a 200
-    stream; returns an iterator that replays the first item."""
-    try:
-        first = await agen.__anext__()
-    except StopAsyncIteration:
-        first = None
-
-    async def rest():
-        try:
-            if first is not None:
-                yield first
-                async for item in agen:
-                    yield item
-        finally:
-            await agen.aclose()
-
-    return rest()
 
 
 def sse(events: AsyncIterator[str]) -> EventSourceResponse:
@@ -156,7 +136,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
     rid = new_id("chatcmpl")
     model = req.model or state.model_id
     created = now()
-    agen = merge([generate(state, engine_prompt(ids, steering), params, rid,
+    agen = merge([generate(state, engine_prompt(ids), params, rid,
                            steering.steered)])
 
     if not req.stream:
@@ -251,7 +231,7 @@ async def completions(req: CompletionRequest, request: Request):
     rid = new_id("cmpl")
     model = req.model or state.model_id
     created = now()
-    agen = merge([generate(state, engine_prompt(ids, steering), params,
+    agen = merge([generate(state, engine_prompt(ids), params,
                            f"{rid}-{k}" if len(id_lists) > 1 else rid, steering.steered)
                   for k, ids in enumerate(id_lists)])
     n_prompt = sum(len(ids) for ids in id_lists)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from persona_steer.config import Settings, load_config, resolve_layers
+from persona_steer.config import Settings, load_config
 from persona_steer.resolve import ModelShape
 from persona_steer.shared_state import (POLL_S, STATE_FILE, SharedSettings, SharedStateCorrupt,
                                         SharedStateFile, Snapshot)
@@ -233,13 +233,8 @@ def yield_per_engine_step(engine) -> None:
 
 
 def configure_from_engine(state: ServerState, engine) -> None:
-    hf = engine.model_config.hf_config
-    text_cfg = getattr(hf, "get_text_config", lambda: hf)()
-    num_layers = int(text_cfg.num_hidden_layers)
-    state.shape = ModelShape(
-        hidden_size=int(text_cfg.hidden_size), num_layers=num_layers,
-        model_id=state.settings.model.name,
-        steerable_layers=tuple(resolve_layers(state.settings.steering.layers, num_layers)))
+    # the shape admission checks requests against (the engine's hf_config, steering_plugin.engine)
+    state.shape = ModelShape.from_hf_config(engine.model_config.hf_config)
     state.tokenizer = engine.get_tokenizer()
     state.think = ThinkConfig.from_tokenizer(state.tokenizer)
     # what vLLM's own server uses for fields a request leaves out (model.generation_config)

@@ -1,15 +1,23 @@
 """Admission of steered requests in the front end (the process that owns the InputProcessor).
 
+This is the one place a request's steering is validated and salted: every entry point (our
+server, LLM, AsyncLLM, stock `vllm.entrypoints.openai.api_server` with `vllm_xargs`) passes
+through it, so nothing before it checks vectors or computes hashes (the server builds the spec
+and maps the errors raised here to HTTP; docs/steering.md), and the workers after it only
+verify what it pinned.
+
 `install()` wraps `InputProcessor.process_inputs` in memory (no vLLM file changes) so that, for
-every entry point (LLM, AsyncLLM, stock `vllm.entrypoints.openai.api_server` with `vllm_xargs`):
-  - a request's steering is checked against the engine's own store and model shape before it
-    reaches the engine: unknown vector, bad weight, wrong hidden size, safety without an axis
-    -> VLLMValidationError (HTTP 400 on the stock server), and only that request fails;
-  - the content hashes of the vectors it read are pinned in extra_args, so every worker (every
+every request, `persona_steer.resolve.admit`:
+  - checks its steering against the engine's own store and model shape
+    (`ModelShape.from_hf_config`) before it reaches the engine: unknown vector, bad weight,
+    wrong hidden size, safety without an axis -> VLLMValidationError (HTTP 400 on the stock
+    server; its cause, a `resolve.AdmissionError` or `SteeringSpecError`, carries the status
+    and code our server answers with), and only that request fails;
+  - pins the content hashes of the vectors it read in extra_args, so every worker (every
     tensor-parallel rank) applies exactly that content or fails the request;
-  - its prefix-cache salt covers the full steering config and the vectors' content hashes, so a
-    steered request never reuses KV blocks computed without (or with other) steering, while
-    identical configs still share.
+  - salts its prefix-cache key with the full steering config, the vectors' content hashes and,
+    for steer_tokens other than "all", the steered span, so a steered request never reuses KV
+    blocks computed without (or with other) steering, while identical configs still share.
 """
 from __future__ import annotations
 
@@ -36,18 +44,18 @@ def install() -> None:
 
 
 def admit(hf_config, request) -> None:
-    """Validate the request's steering and salt its prefix-cache key (mutates `request`)."""
+    """Validate the request's steering, pin its vectors' content hashes and salt its
+    prefix-cache key (mutates `request`); `persona_steer.resolve.admit` does the work."""
     if getattr(hf_config, "steering_store", None) is None:
         return  # not a steering engine
     params = request.sampling_params
     if params is None or not params.extra_args:
         return
     from vllm.exceptions import VLLMValidationError
+    from vllm.utils import length_from_prompt_token_ids_or_embeds
 
-    from persona_steer.resolve import MonitorNameError, content_hashes, monitor_hashes
+    from persona_steer import resolve
     from persona_steer.steering_spec import SteeringSpecError, parse_extra_args
-    from persona_steer.store import VectorNotFound, VectorStore
-    from persona_steer.vector_format import VectorFormatError
 
     try:
         spec = parse_extra_args(params.extra_args, getattr(hf_config, "steering_max_weight", None),
@@ -55,33 +63,20 @@ def admit(hf_config, request) -> None:
         if spec is None or not spec.needs_engine_args:
             return
         if spec.monitor and not getattr(hf_config, "steering_monitor_columns", 0):
-            raise SteeringSpecError("this engine has live monitoring off "
-                                    "(steering_monitor_columns is 0)", "monitor")
-        shape, store = _shape(hf_config), _store(hf_config.steering_store)
-        hashes = {} if spec.is_noop else content_hashes(spec, store, shape)
-        # monitored vectors are pinned too, but stay out of the salt: reading changes no output
-        pinned = {**monitor_hashes(spec.monitor, store, shape), **hashes}
-    except MonitorNameError as err:
-        raise VLLMValidationError(str(err), parameter="monitor") from None
-    except SteeringSpecError as err:
-        raise VLLMValidationError(str(err), parameter=err.param or "steering") from None
-    except VectorNotFound as err:
-        what = "assistant axis (run `persona-steer extract-axes`; safety needs it)" \
-            if err.kind == "axis" else f"{err.kind} '{err.name}'"
-        raise VLLMValidationError(
-            f"unknown {what}; available: {', '.join(err.available) or 'none'}",
-            parameter="steering") from None
-    except VectorFormatError as err:
-        raise VLLMValidationError(str(err), parameter="steering") from None
-    params.extra_args = pin_hashes(params.extra_args, pinned)
-    if spec.is_noop:
-        return
-    salt = spec.cache_key(hashes, float(getattr(hf_config, "steering_scale", 1.0)))
-    if spec.steer_tokens != "all":   # the steered span goes in too (SteeringSpec.positioned_salt)
-        from vllm.utils import length_from_prompt_token_ids_or_embeds
-        salt = spec.positioned_salt(salt, length_from_prompt_token_ids_or_embeds(
-            request.prompt_token_ids, request.prompt_embeds))
-    if request.cache_salt != salt:
+            raise resolve.AdmissionError("live monitoring is off on this engine "
+                                         "(steering.monitor.columns: 0)", "monitor", "monitor_off")
+        admitted = resolve.admit(spec, _store(hf_config.steering_store),
+                                 resolve.ModelShape.from_hf_config(hf_config),
+                                 float(getattr(hf_config, "steering_scale", 1.0)),
+                                 length_from_prompt_token_ids_or_embeds(
+                                     request.prompt_token_ids, request.prompt_embeds))
+    except (SteeringSpecError, resolve.AdmissionError) as err:
+        # the cause stays chained: our server maps it to its own status and code
+        # (server.errors.to_api_error); stock vLLM answers 400 naming the parameter
+        raise VLLMValidationError(str(err), parameter=err.param or "steering") from err
+    params.extra_args = pin_hashes(params.extra_args, admitted.pinned)
+    salt = admitted.salt
+    if salt is not None and request.cache_salt != salt:
         request.cache_salt = salt if not request.cache_salt else f"{request.cache_salt}|{salt}"
 
 
@@ -102,12 +97,3 @@ def _store(path: str):
     from persona_steer.store import VectorStore
     return VectorStore(path)
 
-
-def _shape(hf_config):
-    from persona_steer.config import resolve_layers
-    from persona_steer.resolve import ModelShape
-
-    layers = getattr(hf_config, "steering_layers", None) or "all"
-    return ModelShape(hidden_size=hf_config.hidden_size, num_layers=hf_config.num_hidden_layers,
-                      model_id=getattr(hf_config, "steering_model_id", None),
-                      steerable_layers=tuple(resolve_layers(layers, hf_config.num_hidden_layers)))

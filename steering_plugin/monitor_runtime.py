@@ -37,7 +37,7 @@ class MonitorRuntime:
     def __init__(self, buffers, store: VectorStore, shape: ModelShape):
         self.buf = buffers                                   # monitor.MonitorBuffers
         self.store = store
-        self.shape = ModelShape(shape.hidden_size, shape.num_layers, shape.model_id, None)
+        self.shape = shape.any_layer()          # a monitored vector may be read at any layer
         k = buffers.columns
         self.col_key: list[tuple | None] = [None] * k
         self.key_col: dict[tuple, int] = {}

@@ -10,9 +10,9 @@ Per step:
      steps so its table rows are written only when a new config takes it over;
   3. the per-token slot index is written in place: np.repeat(slot_per_request, tokens_per_request).
 
-Content-addressed: the front end pins each vector's content hash in extra_args at admission
-(`server.generation`, `steering_plugin.admission`); a worker applies exactly that content or
-fails the request. Vectors are cached by hash, so every rank and every step of a request use the
+Content-addressed: front-end admission (`steering_plugin.admission`, the one validator) pins
+each vector's content hash in extra_args; a worker applies exactly that content or fails the
+request. Vectors are cached by hash, so every rank and every step of a request use the
 same bytes, and a file rewritten after admission cannot change a running request.
 
 Lifetime of a delta: it is referenced by every live request (admitted, not finished, preempted
@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from persona_steer.resolve import ModelShape, axis_thresholds, load_checked
+from persona_steer.resolve import ModelShape, cap_table_from_axis, load_checked
 from persona_steer.steering_spec import SteeringSpec, parse_extra_args
 from persona_steer.store import VectorStore
 from persona_steer.vector_format import AXIS_NAME, SteeringVector, combine
@@ -78,10 +78,7 @@ class SteeringRuntime:
         self.device = self.inner.steer_table.device
         self.dtype = self.inner.steer_table.dtype
         self.store = VectorStore(getattr(hf_config, "steering_store", "vectors"))
-        self.shape = ModelShape(
-            hidden_size=hf_config.hidden_size, num_layers=hf_config.num_hidden_layers,
-            model_id=getattr(hf_config, "steering_model_id", None),
-            steerable_layers=tuple(self.inner.steer_layers))
+        self.shape = ModelShape.from_hf_config(hf_config)   # as admission checked against
         self.default_scale = float(getattr(hf_config, "steering_scale", 1.0))
         self.max_weight = getattr(hf_config, "steering_max_weight", None)
         self.cap_percentile = float(getattr(hf_config, "steering_cap_percentile", 25.0))
@@ -145,13 +142,12 @@ class SteeringRuntime:
         # One axis for the engine: a newer axis takes over capping for every capped request.
         if axis_hash == self.axis_hash:
             return
-        thresholds = axis_thresholds(axis, self.cap_percentile)
-        rows = axis.per_layer()
+        table = cap_table_from_axis(axis, self.cap_percentile, list(self.inner.cap_row))
         for layer, r in self.inner.cap_row.items():
-            if layer in rows:
-                unit = rows[layer] / rows[layer].norm().clamp_min(1e-12)
+            if layer in table:
+                unit, threshold = table[layer]
                 self.inner.cap_axis[r].copy_(unit.to(self.device, self.dtype))
-                self.inner.cap_thresh[r] = float(thresholds[layer])
+                self.inner.cap_thresh[r] = float(threshold)
             else:
                 self.inner.cap_axis[r].zero_()
                 self.inner.cap_thresh[r] = 0.0

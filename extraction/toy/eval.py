@@ -151,7 +151,8 @@ class HFClient:
         self.name = "hf-hooks"
 
     def _delta_cap(self, st: dict):
-        from persona_steer.resolve import ModelShape, axis_thresholds, load_axis, spec_delta
+        from persona_steer.config import resolve_layers
+        from persona_steer.resolve import ModelShape, cap_table, spec_delta
         from persona_steer.steering_spec import build_spec
         from persona_steer.store import VectorStore
         s = self.settings.steering
@@ -161,16 +162,12 @@ class HFClient:
                           default_strength=s.default_strength, default_safety=s.safety.default,
                           max_weight=s.max_weight)
         store = VectorStore(self.settings.path("vectors"))
-        shape = ModelShape(cfg.hidden_size, cfg.num_hidden_layers)
+        shape = ModelShape.from_hf_config(cfg)
         delta = spec_delta(spec, store, shape, s.steering_scale)
         cap = None
         if spec.safety:
-            from persona_steer.config import resolve_layers
-            axis = load_axis(store, shape)
-            th = axis_thresholds(axis, s.safety.percentile)
-            rows = axis.per_layer()
-            cap = {L: (rows[L] / rows[L].norm(), th[L])
-                   for L in resolve_layers(s.safety.layers, cfg.num_hidden_layers) if L in rows}
+            cap = cap_table(store, shape, s.safety.percentile,
+                            resolve_layers(s.safety.layers, cfg.num_hidden_layers))
         return delta, cap
 
     def run(self, gens: list[Gen]) -> list[Out]:

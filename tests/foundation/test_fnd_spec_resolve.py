@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from persona_steer.resolve import (ModelShape, axis_thresholds, content_hashes, load_checked,
-                                   spec_delta)
+from persona_steer.resolve import (AdmissionError, ModelShape, admit, axis_thresholds, cap_table,
+                                   cap_table_from_axis, content_hashes, load_checked, spec_delta)
 from persona_steer.steering_spec import (SteeringSpec, SteeringSpecError, build_spec,
                                          parse_extra_args, parse_pairs_text)
 from persona_steer.store import VectorNotFound, VectorStore
@@ -266,3 +266,69 @@ def test_axis_thresholds_interpolate():
 def test_axis_thresholds_bad_stats(stats, match):
     with pytest.raises(VectorFormatError, match=match):
         axis_thresholds(_axis(stats), 25)
+
+
+# --- one resolution path: the shape, admission, the capping table -----------------------------
+def test_model_shape_from_the_engines_hf_config():
+    from types import SimpleNamespace
+    engine_cfg = SimpleNamespace(hidden_size=8, num_hidden_layers=4, steering_layers=[1, -1],
+                                 steering_model_id="test/model")
+    assert ModelShape.from_hf_config(engine_cfg) == ModelShape(8, 4, "test/model", (1, 3))
+    plain = SimpleNamespace(hidden_size=8, num_hidden_layers=4)      # a transformers model's
+    assert ModelShape.from_hf_config(plain) == ModelShape(8, 4, None, (0, 1, 2, 3))
+    assert ModelShape.from_hf_config(plain, model_id="m").model_id == "m"
+    nested = SimpleNamespace(get_text_config=lambda: plain, steering_layers="all")
+    assert ModelShape.from_hf_config(nested) == ModelShape(8, 4, None, (0, 1, 2, 3))
+    assert ModelShape(8, 4, "m", (1,)).any_layer() == ModelShape(8, 4, "m", None)
+
+
+def test_admit_pins_hashes_and_salts_once(store):
+    store.save(_axis({"1": {"percentiles": {"25": 1.0}}, "2": {"percentiles": {"25": 2.0}}}))
+    spec = build_spec(persona="pirate", traits={"formal": 0.5}, safety=True,
+                      monitor=["robot"], scale=1.5)
+    got = admit(spec, store, SHAPE, default_scale=1.0, prompt_len=8)
+    steer = {"persona/pirate": store.content_hash("persona", "pirate"),
+             "trait/formal": store.content_hash("trait", "formal"),
+             "axis/assistant_axis": store.content_hash("axis", "assistant_axis")}
+    assert got.hashes == steer
+    assert got.pinned == {**steer, "persona/robot": store.content_hash("persona", "robot")}
+    assert got.salt == spec.cache_key(steer, 1.0)                 # monitored: pinned, not salted
+    # the same steering from the flat (stock vLLM) form gets the same salt
+    flat = parse_extra_args({"steer_persona": "pirate", "steer_traits": "formal:0.5",
+                             "steer_safety": "true", "steer_scale": 1.5})
+    assert admit(flat, store, SHAPE, 1.0, 8).salt == got.salt
+    monitor_only = admit(build_spec(monitor=["robot"]), store, SHAPE, 1.0, 8)
+    assert monitor_only.salt is None and list(monitor_only.pinned) == ["persona/robot"]
+
+
+@pytest.mark.parametrize("fields,status", [
+    (dict(persona="ghost"), ("persona", "persona_not_found", True)),
+    (dict(traits={"ghost": 1.0}), ("trait", "trait_not_found", True)),
+    (dict(persona="pirate", safety=True), ("safety", "axis_missing", False)),
+    (dict(monitor=["ghost"]), ("monitor", "monitor_not_found", True)),
+])
+def test_admit_errors_name_the_field(store, fields, status):
+    with pytest.raises(AdmissionError) as err:
+        admit(build_spec(**fields), store, SHAPE, 1.0, 8)
+    assert (err.value.param, err.value.code, err.value.not_found) == status
+    if status[1] != "axis_missing":
+        assert "ghost" in str(err.value)
+    else:
+        assert "extract-axes" in str(err.value)
+
+
+def test_admit_refuses_a_misfit_vector(store):
+    with pytest.raises(AdmissionError, match="hidden_size 8, the served model has 16") as err:
+        admit(build_spec(persona="pirate"), store, ModelShape(16, 4), 1.0, 8)
+    assert (err.value.code, err.value.not_found) == ("invalid_vector", False)
+
+
+def test_cap_table_is_unit_axis_and_threshold(store):
+    axis = _axis({"1": {"percentiles": {"25": 1.0}}, "2": {"percentiles": {"25": 2.0}}})
+    store.save(axis)
+    table = cap_table_from_axis(axis, 25, [0, 2, 3])
+    rows = axis.per_layer()
+    assert list(table) == [2]                                     # only layers the axis has
+    assert torch.equal(table[2][0], rows[2] / rows[2].norm()) and table[2][1] == 2.0
+    again = cap_table(store, SHAPE, 25, [0, 2, 3])
+    assert list(again) == [2] and torch.equal(again[2][0], table[2][0])

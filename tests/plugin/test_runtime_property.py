@@ -119,7 +119,8 @@ class RuntimeMachine(RuleBasedStateMachine):
                 body["scale"] = cfg["scale"]
             extra = {"steering": body}
         params = SimpleNamespace(extra_args=extra)
-        admission.admit(self.hf, SimpleNamespace(sampling_params=params, cache_salt=None))
+        admission.admit(self.hf, SimpleNamespace(sampling_params=params, cache_salt=None,
+                                                 prompt_token_ids=[1], prompt_embeds=None))
         pinned = (params.extra_args or {}).get("steering", {}).get("hashes", {})
         self.reqs[rid] = {"params": params, "cfg": cfg, "pinned": dict(pinned),
                           "resolved": False, "fails": False}

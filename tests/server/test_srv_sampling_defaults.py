@@ -27,7 +27,7 @@ def _req(**fields):
 
 
 def test_request_then_model_then_openai_defaults():
-    unsteered = Steering(spec=None, extra_args=None, cache_salt=None, applied={})
+    unsteered = Steering(spec=None, extra_args=None, applied={})
     p = sampling_params(_req(), 8, unsteered, stream=False, logprobs=None)
     assert (p.temperature, p.top_p, p.top_k, p.min_p) == (1.0, 1.0, 0, 0.0)
     assert (p.presence_penalty, p.frequency_penalty, p.repetition_penalty) == (0.0, 0.0, 1.0)
