@@ -10,7 +10,7 @@ from persona_steer.cli import CLIError, penalties_from_args
 
 
 def _train(args) -> int:
-    from extraction.toy.train import TrainConfig, train
+    from toy.train import TrainConfig, train
     from persona_steer.testmodels import TOY_MODEL_DIR
 
     if args.steps < 1 or args.batch_size < 1:
@@ -29,7 +29,7 @@ def _train(args) -> int:
 def _eval(args) -> int:
     from persona_steer.config import load_config
     from clients.client import PersonaSteerError
-    from extraction.toy.eval import POSITIONS, ServerStoreMismatch, format_table, run_eval
+    from toy.eval import POSITIONS, ServerStoreMismatch, format_table, run_eval
 
     work = Path(args.out).resolve()
     # every layer is extracted: the sweep (or --layers) picks the ones the proof steers
@@ -72,10 +72,10 @@ def _vectors(args) -> int:
     import torch
 
     from persona_steer.config import load_config
-    from extraction.toy.demo import build_demo_vectors
+    from toy.demo import build_demo_vectors
     from persona_steer.toy_demo import demo_dir
 
-    # the demo set is a fixed, seeded recipe (extraction.toy.demo); only where files go may vary
+    # the demo set is a fixed, seeded recipe (toy.demo); only where files go may vary
     ignored = [o for o in args.overrides if not o.split("=", 1)[0].strip().startswith("paths.")]
     if ignored:
         raise CLIError(f"toy vectors builds a fixed recipe and takes only paths.* from --set; "
@@ -98,7 +98,7 @@ def _vectors(args) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from extraction.toy.corpus import CONTINUE_FRAC
+    from toy.corpus import CONTINUE_FRAC
     from persona_steer.config import PENALTIES
 
     p = sub.add_parser("toy", help="train or evaluate the small trained persona model (builtin:toy-persona)")

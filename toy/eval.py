@@ -27,10 +27,11 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, Callable
 
-from extraction.toy import corpus
+from persona_steer import toy_language as language
 from persona_steer.toy_demo import DEMO_TRAITS
+from toy import corpus
 
-PERSONAS = list(corpus.PERSONAS)
+PERSONAS = list(language.PERSONAS)
 TRAIT_PAIRS = list(DEMO_TRAITS)
 POSITIONS = {"response_mean": "", "last_prompt": "_lp"}
 TARGETS = dict(prompted=0.9, plain=0.05, steered=0.7, others=0.1, coherence=0.8, cut=0.5, blend=0.5)
@@ -318,7 +319,7 @@ def _rate(xs) -> float:
 
 
 def _prompt(name: str, i: int) -> str | None:
-    return corpus.heldout_system_prompt(name, seed=1000 + i)
+    return language.heldout_system_prompt(name, seed=1000 + i)
 
 
 def _negative_key(scale: float) -> str:
@@ -372,17 +373,17 @@ def measure(client, questions: list[tuple[str, str]], *, strength: float, temper
         by.setdefault(k[:-1], []).append((g, o))
 
     def marker(key, name):
-        return _rate(corpus.has_style(o.text, name) for _, o in by[key])
+        return _rate(language.has_style(o.text, name) for _, o in by[key])
 
     def others(key, name):
         rest = [p for p in PERSONAS if p != name]
-        return _rate(any(corpus.has_style(o.text, r) for r in rest) for _, o in by[key])
+        return _rate(any(language.has_style(o.text, r) for r in rest) for _, o in by[key])
 
     def coh(key):
-        return _rate(corpus.coherent(o.text, g.topic, o.finished) for g, o in by[key])
+        return _rate(language.coherent(o.text, g.topic, o.finished) for g, o in by[key])
 
     res: dict[str, Any] = {"personas": {}, "blends": {}, "traits": {}}
-    res["plain_any"] = _rate(any(corpus.has_style(o.text, p) for p in PERSONAS) for _, o in by[("plain",)])
+    res["plain_any"] = _rate(any(language.has_style(o.text, p) for p in PERSONAS) for _, o in by[("plain",)])
     res["plain_coherence"] = coh(("plain",))
     for p in PERSONAS:
         row = {"prompted": marker(("prompted", p), p),
@@ -390,8 +391,8 @@ def measure(client, questions: list[tuple[str, str]], *, strength: float, temper
                "steered": marker(("steered", p), p),
                "steered_others": others(("steered", p), p),
                "steered_coherence": coh(("steered", p)),
-               "steered_clean": _rate(corpus.has_style(o.text, p) and corpus.coherent(o.text, g.topic, o.finished)
-                                      and not any(corpus.has_style(o.text, r) for r in PERSONAS if r != p)
+               "steered_clean": _rate(language.has_style(o.text, p) and language.coherent(o.text, g.topic, o.finished)
+                                      and not any(language.has_style(o.text, r) for r in PERSONAS if r != p)
                                       for g, o in by[("steered", p)])}
         for k in negative_scales:
             key = _negative_key(k)
@@ -404,9 +405,9 @@ def measure(client, questions: list[tuple[str, str]], *, strength: float, temper
         for a, b in combinations(PERSONAS, 2):
             items = by[("blend", a, b)]
             res["blends"][f"{a}+{b}"] = {
-                "both": _rate(corpus.has_style(o.text, a) and corpus.has_style(o.text, b) for _, o in items),
-                "either": _rate(corpus.has_style(o.text, a) or corpus.has_style(o.text, b) for _, o in items),
-                "coherence": _rate(corpus.coherent(o.text, g.topic, o.finished) for g, o in items)}
+                "both": _rate(language.has_style(o.text, a) and language.has_style(o.text, b) for _, o in items),
+                "either": _rate(language.has_style(o.text, a) or language.has_style(o.text, b) for _, o in items),
+                "coherence": _rate(language.coherent(o.text, g.topic, o.finished) for g, o in items)}
     for word, opp in (TRAIT_PAIRS if traits else []):
         res["traits"][word] = {
             "prompted": marker(("trait_prompted", word), word),
@@ -450,11 +451,11 @@ def sweep(settings, client, questions, *, positions: list[str], strengths: list[
                 for p in PERSONAS:
                     items = agg[(lname, s, p)]
                     per[p] = dict(
-                        rate=_rate(corpus.has_style(o.text, p) for _, o in items),
-                        others=_rate(any(corpus.has_style(o.text, r) for r in PERSONAS if r != p) for _, o in items),
-                        coherence=_rate(corpus.coherent(o.text, g.topic, o.finished) for g, o in items),
-                        clean=_rate(corpus.has_style(o.text, p) and corpus.coherent(o.text, g.topic, o.finished)
-                                    and not any(corpus.has_style(o.text, r) for r in PERSONAS if r != p)
+                        rate=_rate(language.has_style(o.text, p) for _, o in items),
+                        others=_rate(any(language.has_style(o.text, r) for r in PERSONAS if r != p) for _, o in items),
+                        coherence=_rate(language.coherent(o.text, g.topic, o.finished) for g, o in items),
+                        clean=_rate(language.has_style(o.text, p) and language.coherent(o.text, g.topic, o.finished)
+                                    and not any(language.has_style(o.text, r) for r in PERSONAS if r != p)
                                     for g, o in items))
                 mean = {m: round(sum(v[m] for v in per.values()) / len(per), 3)
                         for m in ("rate", "others", "coherence", "clean")}
@@ -609,7 +610,7 @@ def run_eval(settings, *, workdir: Path, url: str | None = None, backend: str = 
                                             list(range(half - 1, n_layers)),
                                         "all": list(range(n_layers))}
             strengths = strengths or [0.5, 0.7, 1.0, 1.3, 1.6, 2.0, 3.0]
-            sq = corpus.eval_questions(sweep_questions, seed=77)
+            sq = language.eval_questions(sweep_questions, seed=77)
             log(f"sweep: {len(positions)} positions x {len(layer_sets)} layer sets x {len(strengths)} strengths "
                 f"x {len(PERSONAS)} personas x {len(sq)} questions ...")
             rows = sweep(settings, client, sq, positions=positions, strengths=strengths,
@@ -627,7 +628,7 @@ def run_eval(settings, *, workdir: Path, url: str | None = None, backend: str = 
         if traits:
             for w, _ in TRAIT_PAIRS:
                 restricted(settings, w + suffix, default["layer_list"], w + chosen, kind="trait")
-        questions = corpus.eval_questions(n_questions)
+        questions = language.eval_questions(n_questions)
         modes: dict[str, tuple[float, dict]] = {"greedy": (0.0, {})}
         if sampled:
             modes["sampled (T=0.7)"] = (0.7, {})
