@@ -1,10 +1,13 @@
 """Atomic file writes: write a temp file in the same folder, fsync, rename over the target.
 
-A crash or a kill leaves either the old file or the new one, never half of one.
+A crash or a kill leaves either the old file or the new one, never half of one. The same for a
+folder built once and shared by processes (the built-in test models): `build_lock` serialises
+its builders, `publish_dir` moves the finished build into place.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,3 +56,24 @@ def atomic_write_text(target: str | os.PathLike, text: str) -> None:
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
+
+
+@contextmanager
+def build_lock(out_dir: Path) -> Iterator[None]:
+    """Serialise builders of one folder across processes (parallel test runs share the cache)."""
+    import fcntl
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_dir.parent / f".{out_dir.name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def publish_dir(tmp: Path, out_dir: Path) -> None:
+    """Move a finished build into place (caller holds the build_lock)."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from persona_steer.atomic import atomic_write_text
+from persona_steer.atomic import atomic_write_text, build_lock, publish_dir
 
 GROUP_SIZE = 64          # divides the test models' hidden (256) and intermediate (512, 768) sizes
 SCALE_DTYPE = "bfloat16"  # stored scales; the quantized model serves at this dtype on CPU
@@ -69,13 +69,12 @@ def build_w4a16(src_dir: str | Path, out_dir: str | Path, group_size: int = GROU
     import torch
     from safetensors.torch import load_file, save_file
 
-    from persona_steer.testmodels import _build_lock, _publish
 
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     marker = out_dir / ".complete"
     if marker.exists():
         return out_dir
-    with _build_lock(out_dir):
+    with build_lock(out_dir):
         if marker.exists():
             return out_dir
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
@@ -103,7 +102,7 @@ def build_w4a16(src_dir: str | Path, out_dir: str | Path, group_size: int = GROU
             atomic_write_text(tmp / ".complete", json.dumps(
                 {"source": str(src_dir), "format": "compressed-tensors W4A16 pack-quantized",
                  "group_size": group_size, "method": "round-to-nearest, symmetric"}))
-            _publish(tmp, out_dir)
+            publish_dir(tmp, out_dir)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

