@@ -14,6 +14,8 @@
    prompted, plain, steered (+ specificity, coherence), negative weight (at -1.0 and -1.5 x the
    strength), safety capping,
    blends (both styles), traits.
+   With `--steer-tokens all,generated` it measures instead the steered rate and coherence per
+   persona once per `steer_tokens` mode (every token, or only the generated ones), side by side.
 Prints a table and writes report.json and sweep.png.
 """
 from __future__ import annotations
@@ -155,6 +157,9 @@ class HFClient:
         from persona_steer.resolve import ModelShape, axis_thresholds, load_axis, spec_delta
         from persona_steer.steering_spec import build_spec
         from persona_steer.store import VectorStore
+        if st.get("steer_tokens", "all") != "all":
+            raise ValueError("steer_tokens other than 'all' needs the server backend: the HF "
+                             "reference here steers every token")
         s = self.settings.steering
         cfg = self.model.config
         spec = build_spec(persona=st.get("persona"), strength=st.get("strength"), blend=st.get("blend"),
@@ -420,6 +425,75 @@ def measure(client, questions: list[tuple[str, str]], *, strength: float, temper
     return res
 
 
+def measure_steer_tokens(client, questions: list[tuple[str, str]], *, strength: float,
+                         temperature: float, modes: list[str], personas: list[str] | None = None,
+                         seed: int = 0, suffix: str = "", penalties: dict | None = None) -> dict:
+    """The proof's steered rows (held-out assistant prompt + the persona's vector at `strength`)
+    once per `steer_tokens` mode, on the same questions and seeds, so the modes compare side by
+    side; and the plain answers (no steering) the rates are read against. Each mode is sent
+    explicitly ("all" too): the server's configured default does not decide the row."""
+    personas = list(personas or PERSONAS)
+    pen = tuple(sorted((penalties or {}).items()))
+    gens: list[Gen] = []
+    keys: list[tuple] = []
+
+    def add(key, st=()):
+        for i, (q, topic) in enumerate(questions):
+            gens.append(Gen(_prompt("assistant", i), q, topic, st, temperature, seed + i, pen))
+            keys.append(key)
+
+    add(("plain",))
+    for mode in modes:
+        for p in personas:
+            add((mode, p), steer(persona=p + suffix, strength=strength, steer_tokens=mode))
+    outs = client.run(gens)
+    by: dict[tuple, list[tuple[Gen, Out]]] = {}
+    for k, g, o in zip(keys, gens, outs):
+        by.setdefault(k, []).append((g, o))
+    plain = by[("plain",)]
+    res: dict[str, Any] = {
+        "plain": {p: _rate(language.has_style(o.text, p) for _, o in plain) for p in personas},
+        "plain_coherence": _rate(language.coherent(o.text, g.topic, o.finished) for g, o in plain),
+        "modes": {}}
+    for mode in modes:
+        res["modes"][mode] = {}
+        for p in personas:
+            items = by[(mode, p)]
+            rest = [r for r in PERSONAS if r != p]
+            res["modes"][mode][p] = dict(
+                steered=_rate(language.has_style(o.text, p) for _, o in items),
+                others=_rate(any(language.has_style(o.text, r) for r in rest) for _, o in items),
+                coherence=_rate(language.coherent(o.text, g.topic, o.finished) for g, o in items),
+                sample=items[0][1].text[:300])
+    return res
+
+
+def format_steer_tokens(report: dict) -> str:
+    """The steer_tokens comparison, one table per decoding mode: per persona the plain rate, then
+    the steered rate and the coherence of each steer_tokens mode side by side."""
+    lines = []
+    d = report["default"]
+    for decoding, res in report["steer_tokens"].items():
+        modes = list(res["modes"])
+        lines.append(f"== steer_tokens {' vs '.join(modes)} ({decoding}, {report['n_questions']} "
+                     f"held-out questions, strength {d['strength']}, layers {d['layers']}, "
+                     f"position {d['position']}, via {report['backend']})")
+        lines.append(f"{'persona':15s} {'plain':>6s} " + " ".join(f"{'steered ' + m:>18s}" for m in modes)
+                     + " " + " ".join(f"{'coherence ' + m:>20s}" for m in modes))
+        personas = list(res["plain"])
+        for p in personas:
+            lines.append(f"{p:15s} {res['plain'][p]:6.2f} "
+                         + " ".join(f"{res['modes'][m][p]['steered']:18.2f}" for m in modes) + " "
+                         + " ".join(f"{res['modes'][m][p]['coherence']:20.2f}" for m in modes))
+        mean = {m: {k: sum(res["modes"][m][p][k] for p in personas) / len(personas)
+                    for k in ("steered", "others", "coherence")} for m in modes}
+        lines.append(f"{'mean':15s} {sum(res['plain'].values()) / len(personas):6.2f} "
+                     + " ".join(f"{mean[m]['steered']:18.2f}" for m in modes) + " "
+                     + " ".join(f"{mean[m]['coherence']:20.2f}" for m in modes)
+                     + "   others: " + ", ".join(f"{m} {mean[m]['others']:.2f}" for m in modes))
+    return "\n".join(lines)
+
+
 def sweep(settings, client, questions, *, positions: list[str], strengths: list[float],
           layer_sets: dict[str, list[int]], log=print) -> list[dict]:
     """Greedy steered marker rate / others / coherence per (position, layers, strength)."""
@@ -521,7 +595,7 @@ def check_targets(main: dict, capping: bool = True) -> dict:
 
 
 def format_table(report: dict) -> str:
-    lines = []
+    lines = [format_steer_tokens(report)] if report.get("steer_tokens") else []
     for mode, main in report["modes"].items():
         lines.append(f"== {mode} ({report['n_questions']} held-out questions, strength "
                      f"{report['default']['strength']}, layers {report['default']['layers']}, "
@@ -556,16 +630,22 @@ def run_eval(settings, *, workdir: Path, url: str | None = None, backend: str = 
              default: dict | None = None, sampled: bool = True, blends: bool = True,
              capping: bool = True, traits: bool = True, skip_extraction: bool = False,
              threads: int | None = 1, blend_scale: float = 0.5, equalize: bool = True,
-             penalties: dict | None = None, log: Callable[[str], None] = print) -> dict:
+             penalties: dict | None = None, steer_tokens: list[str] | None = None,
+             log: Callable[[str], None] = print) -> dict:
     """The whole proof. `settings` must point paths.vectors/datasets at a scratch folder.
     With `equalize`, the six persona vectors of each position are put on one scale
     (extraction.equalize) before anything is measured. `penalties` (the OpenAI presence /
     frequency penalty fields to send, e.g. ClientSettings.penalties()) measure every decoding
     mode a second time with them (the rows without
-    them stay the proof)."""
+    them stay the proof). `steer_tokens` (e.g. ["all", "generated"]): instead of the proof's
+    rows, measure the steered rate and coherence per persona once per steer_tokens mode, side by
+    side (report["steer_tokens"][decoding mode]; the server backend only)."""
     import torch
 
     from persona_steer.testmodels import resolve_model
+    if steer_tokens and backend != "server":
+        raise ValueError("comparing steer_tokens modes needs the server backend (the HF reference "
+                         "here steers every token)")
     if threads:
         torch.set_num_threads(threads)   # 1 is far faster than 2 on a busy 2-core machine
     workdir.mkdir(parents=True, exist_ok=True)
@@ -640,7 +720,15 @@ def run_eval(settings, *, workdir: Path, url: str | None = None, backend: str = 
                                       default=default, targets=TARGETS, sweep=rows, modes={}, checks={},
                                       blend_scale=blend_scale, equalized=equalize,
                                       penalties=penalties or {})
+        if steer_tokens:
+            report["steer_tokens"] = {}
         for mode, (temp, pens) in modes.items():
+            if steer_tokens:
+                log(f"measuring steer_tokens {', '.join(steer_tokens)} ({mode}) ...")
+                report["steer_tokens"][mode] = measure_steer_tokens(
+                    client, questions, strength=default["strength"], temperature=temp,
+                    modes=steer_tokens, suffix=chosen, penalties=pens)
+                continue
             log(f"measuring ({mode}) ...")
             main = measure(client, questions, strength=default["strength"], temperature=temp,
                            suffix=chosen, blends=blends, capping=capping, traits=traits,
