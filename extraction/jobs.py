@@ -34,7 +34,7 @@ import torch
 
 from persona_steer.config import ConfigError, Settings, resolve_layers
 from persona_steer.store import VectorStore
-from persona_steer.toy_demo import TOY_MODEL
+from persona_steer.toy_demo import RECOMMENDED, TOY_MODEL
 from persona_steer.vector_format import (AXIS_NAME, AXIS_PERCENTILES, SteeringVector,
                                          VectorFormatError, validate_name)
 
@@ -117,17 +117,16 @@ def _common_meta(ex: Extractor, opts: JobOptions, questions: list[str], n_respon
 
 def with_model_setting(settings: Settings, vec: SteeringVector) -> SteeringVector:
     """A new vector on the toy model steers with the toy's measured setting (layers 0-2 at
-    extraction.toy.RECOMMENDED's strength, docs/toy-model.md) until `persona-steer tune` picks
+    persona_steer.toy_demo.RECOMMENDED's strength, docs/toy-model.md) until `persona-steer tune` picks
     its own: the demo model carries its settings, so the global config can default to a real
     model's (`extraction.target_layers: all`). Any other model's vectors are left as they are."""
     if settings.model.name != TOY_MODEL or vec.recommended_layers() is not None:
         return vec
-    from extraction.toy import RECOMMENDED
     layers = [i for i in RECOMMENDED["layer_list"] if i in vec.layers.tolist()]
     if not layers:
         return vec
     return vec.with_recommendation(layers, RECOMMENDED["strength"], {
-        "scorer": "marker", "source": "the toy model's measured setting (extraction.toy.RECOMMENDED)"})
+        "scorer": "marker", "source": "the toy model's measured setting (persona_steer.toy_demo.RECOMMENDED)"})
 
 
 def _save(settings: Settings, vec: SteeringVector, rep: Reporter) -> Path:

@@ -7,7 +7,7 @@ A scorer also picks the held-out questions it can judge. Two implementations:
                 json_schema) so a verdict is two numbers; an unreadable verdict is asked again
                 and, after tune.judge.tries asks, stops the tune with a JudgeError.
   MarkerScorer  the toy persona model's style markers and its coherence check (the toy
-                evaluator's, extraction/toy/corpus.py): no judge model, exact and cheap.
+                evaluator's, persona_steer/toy_language.py): no judge model, exact and cheap.
 """
 from __future__ import annotations
 
@@ -72,33 +72,33 @@ class Scorer(Protocol):
 # ------------------------------------------------------------------------------ marker scorer
 class MarkerScorer:
     """The toy model's markers: expression 100 when the answer carries the style's markers,
-    coherence 100 when it is on topic, ended, and not a loop (extraction.toy.corpus)."""
+    coherence 100 when it is on topic, ended, and not a loop (persona_steer.toy_language)."""
 
     name = "marker"
 
     def __init__(self) -> None:
-        from extraction.toy import corpus
-        self.corpus = corpus
+        from persona_steer import toy_language
+        self.language = toy_language
 
     def describe(self) -> dict[str, Any]:
-        return {"scorer": "marker", "source": "extraction/toy/corpus.py style markers"}
+        return {"scorer": "marker", "source": "persona_steer/toy_language.py style markers"}
 
     def check(self, target: Target) -> None:
-        if target.style not in self.corpus.STYLES:
+        if target.style not in self.language.STYLES:
             raise TuneError(
                 f"the marker scorer knows only the toy model's styles "
-                f"({', '.join(sorted(self.corpus.STYLES))}); {target.kind} '{target.name}' is "
+                f"({', '.join(sorted(self.language.STYLES))}); {target.kind} '{target.name}' is "
                 f"'{target.style}': use tune.scorer=judge")
 
     def questions(self, target: Target, n: int, seed: int) -> list[Question]:
-        qs = self.corpus.eval_questions(n, seed=77 + seed)
-        return [Question(q, self.corpus.heldout_system_prompt("assistant", seed=1000 + i), topic)
+        qs = self.language.eval_questions(n, seed=77 + seed)
+        return [Question(q, self.language.heldout_system_prompt("assistant", seed=1000 + i), topic)
                 for i, (q, topic) in enumerate(qs)]
 
     def score(self, target: Target, answers: list[Answer]) -> list[Score]:
         self.check(target)
-        return [Score(100.0 if self.corpus.has_style(a.text, target.style) else 0.0,
-                      100.0 if self.corpus.coherent(a.text, a.question.topic or "", a.finished)
+        return [Score(100.0 if self.language.has_style(a.text, target.style) else 0.0,
+                      100.0 if self.language.coherent(a.text, a.question.topic or "", a.finished)
                       else 0.0) for a in answers]
 
 

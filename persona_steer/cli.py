@@ -6,7 +6,7 @@ Each area registers its own subcommands (small modules, one job each):
   server.cli               serve
   clients.cli              list, load, unload, delete, clear-personas, generate, chat, status
   extraction.tune_cli      tune
-  extraction.toy_cli       toy train|eval|vectors
+  toy.cli                  toy train|eval|vectors (the toy model's development tools)
 Errors print one line (`error: ...`) and exit 2; no tracebacks for bad input.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import importlib
 import sys
 
 COMMAND_MODULES = ["persona_steer.cli_core", "extraction.cli", "server.cli", "clients.cli",
-                   "extraction.tune_cli", "extraction.toy_cli"]
+                   "extraction.tune_cli", "toy.cli"]
 
 
 class CLIError(Exception):

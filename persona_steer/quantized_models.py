@@ -20,7 +20,7 @@ import json
 import shutil
 from pathlib import Path
 
-from persona_steer.atomic import atomic_write_text
+from persona_steer.atomic import atomic_write_text, staged_build
 
 GROUP_SIZE = 64          # divides the test models' hidden (256) and intermediate (512, 768) sizes
 SCALE_DTYPE = "bfloat16"  # stored scales; the quantized model serves at this dtype on CPU
@@ -67,8 +67,6 @@ def build_w4a16(src_dir: str | Path, out_dir: str | Path, group_size: int = GROU
     """W4A16 copy of the checkpoint in `src_dir`. Idempotent; safe across processes."""
     import torch
     from safetensors.torch import load_file, save_file
-
-    from persona_steer.testmodels import staged_build
 
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     with staged_build(out_dir) as tmp:

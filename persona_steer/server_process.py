@@ -1,7 +1,7 @@
 """`persona-steer serve` as a child process: start it on a config the caller wrote, wait until
 /health answers 200, stop it. The one launcher that the test fixtures (tests/conftest.py), the
 benchmarks (benchmarks/local_server.py) and the toy proof (`persona-steer toy eval` without
---url, extraction/toy/eval.py) share.
+--url, toy/eval.py) share.
 
 The server runs in a session of its own, as under a supervisor, so stop() reaches its whole
 process group (the API process and the vLLM engine core)."""

@@ -15,11 +15,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
-from persona_steer.atomic import atomic_write_text
+from persona_steer.atomic import atomic_write_text, staged_build
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CHAT_TEMPLATE = (PACKAGE_DIR / "chat_template.jinja").read_text()
@@ -101,57 +99,6 @@ def save_model(model, tokenizer, out_dir: Path) -> None:
     eos = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
     GenerationConfig(eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
                      bos_token_id=eos[1]).save_pretrained(out_dir)
-
-
-@contextmanager
-def _build_lock(out_dir: Path):
-    """Serialise builders of one folder across processes (parallel test runs share the cache)."""
-    import fcntl
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_dir.parent / f".{out_dir.name}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _publish(tmp: Path, out_dir: Path) -> None:
-    """Move a finished build into place (caller holds the lock)."""
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-
-
-@contextmanager
-def staged_build(out_dir: Path, what: str = "building"):
-    """Build `out_dir` once, across processes (parallel test runs share the cache).
-
-    Yields None when the folder is already complete (its `.complete` marker exists, maybe
-    written by another process while this one waited), else an empty temporary folder beside it
-    to fill, ending with the `.complete` marker; on a clean exit it replaces `out_dir`, on an
-    error it is removed, so a half-built folder is never seen.
-
-        with staged_build(out_dir) as tmp:
-            if tmp is not None:
-                ...write the files into tmp, then tmp / ".complete"...
-    """
-    if (out_dir / ".complete").exists():
-        yield None
-        return
-    with _build_lock(out_dir):
-        if (out_dir / ".complete").exists():
-            yield None
-            return
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.{what}-", dir=out_dir.parent))
-        try:
-            yield tmp
-            if not (tmp / ".complete").exists():
-                raise RuntimeError(f"building {out_dir} wrote no .complete marker")
-            _publish(tmp, out_dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def build_random_qwen3(out_dir: str | os.PathLike, size: str = "tiny", seed: int = 0) -> Path:

@@ -1,8 +1,9 @@
-"""What the running server needs of the shipped toy model: its name and its demo vectors.
+"""What the running server needs of the shipped toy model: its name, its measured steering
+setting, its demo vectors and their demo defaults.
 
 A new user's first `persona-steer serve` on the toy model should show steering at once, without
 an extraction step, so an empty store gets the demo vectors shipped in
-persona_steer/toy_model/vectors/. They are made by the toy tooling (extraction/toy/demo.py,
+persona_steer/toy_model/vectors/. They are made by the toy tooling (toy/demo.py,
 `persona-steer toy vectors` rebuilds them); this module is the runtime half and imports none of it.
 """
 from __future__ import annotations
@@ -15,17 +16,26 @@ from pathlib import Path
 from persona_steer.atomic import atomic_write_bytes
 from persona_steer.store import VectorStore
 from persona_steer.testmodels import TOY_MODEL_DIR
+from persona_steer.toy_language import PERSONAS
 
 TOY_MODEL = "builtin:toy-persona"
 VECTORS_DIR = "vectors"         # the demo vectors' folder inside the model folder
 DEFAULTS_FILE = "demo_defaults.json"   # per persona: recommended strength and decoding
 # what a persona's demo defaults may set: the steering strength and OpenAI decoding fields
 DEFAULT_FIELDS = ("strength", "temperature")
-# the toy corpus's six personas (extraction.toy.corpus.PERSONAS, same order) and its two trait
-# pairs: what the shipped vectors hold and what the toy proof measures
-DEMO_PERSONAS = ("pirate", "robot", "shakespearean", "valley_girl", "drill_sergeant",
-                 "excited_puppy")
+# the toy model's six personas and its two trait pairs (persona_steer.toy_language): what the
+# shipped vectors hold and what the toy proof measures
+DEMO_PERSONAS = tuple(PERSONAS)
 DEMO_TRAITS = (("formal", "casual"), ("enthusiastic", "gloomy"))
+# The steering setting chosen by measurement on the shipped model (the sweep of `persona-steer toy
+# eval`, docs/toy-model.md): response-mean vectors on the first three of its six layers, strength
+# 0.9 (config.yaml says the same). It was 1.0 until the archetype datasets' six toy personas got
+# the original system's adjectives: the vectors extracted from those prompts point the same way
+# (cosine 0.96-0.99) but are about 7% longer after equalizing, and at 1.0 drill sergeant's steered
+# answers looped (coherence 0.3-0.4); 0.9 is the old push again and meets every target of the proof.
+# Runtime code reads it (a vector extracted on the toy model carries it: extraction.jobs), so it
+# lives here and the toy tooling imports it.
+RECOMMENDED = dict(position="response_mean", layers="0,1,2", layer_list=[0, 1, 2], strength=0.9)
 
 log = logging.getLogger("persona_steer.server")
 
@@ -55,7 +65,7 @@ def seed_demo_vectors(settings, store: VectorStore) -> int:
 
 def demo_default_strengths() -> dict[str, float]:
     """{persona: strength} as measured into the toy model's demo_defaults.json (stamped into the
-    shipped demo vectors as their recommended_strength by extraction.toy.demo.stamp_recommended)."""
+    shipped demo vectors as their recommended_strength by toy.demo.stamp_recommended)."""
     data = json.loads((Path(TOY_MODEL_DIR) / DEFAULTS_FILE).read_text())
     return {name: float(v["strength"]) for name, v in data["personas"].items()
             if isinstance(v, dict) and "strength" in v}
@@ -78,7 +88,7 @@ def _demo_defaults() -> dict[str, dict]:
 def recommended(model_name: str, kind: str, name: str, content_hash: str) -> dict[str, float] | None:
     """The recommended defaults for one vector on the served model: {"strength": .., "temperature": ..},
     or None. Today only the toy model's shipped demo personas have them (measured by
-    extraction/toy/defaults.py into the model folder's demo_defaults.json), and only while the
+    toy/defaults.py into the model folder's demo_defaults.json), and only while the
     vector is the shipped one (same content hash): a re-extracted 'pirate' gets none. Clients
     show them and send them until their user chooses otherwise; the API applies nothing itself."""
     if model_name != TOY_MODEL or kind != "persona":

@@ -92,13 +92,13 @@ def test_layer_sets_come_from_separation_among_stored_rows():
 
 
 def test_marker_scorer_uses_the_toy_markers():
-    from extraction.toy import corpus
+    from persona_steer import toy_language as language
     scorer = MarkerScorer()
     q = scorer.questions(Target("persona", "x", style="pirate"), 2, seed=0)
     assert len(q) == 2 and all(x.topic for x in q)
     styled = "Arr matey, " + q[0].topic + " be fine, me hearty."
     score = scorer.score(Target("persona", "x", style="pirate"), [Answer(q[0], styled, True)])[0]
-    assert score.expression == (100.0 if corpus.has_style(styled, "pirate") else 0.0)
+    assert score.expression == (100.0 if language.has_style(styled, "pirate") else 0.0)
     with pytest.raises(TuneError, match="marker scorer knows only"):
         scorer.score(Target("persona", "x", style="accountant"), [Answer(q[0], "hi", True)])
 

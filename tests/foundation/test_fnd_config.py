@@ -37,8 +37,8 @@ def test_repo_config_loads_and_matches_documented_defaults():
     assert s.server.port == 8000 and s.server.host == "127.0.0.1"
     assert s.steering.layers == "all" and s.steering.steering_scale == 1.0
     # a real model's start: every layer stored, tune picks (the toy's demo vectors carry the toy
-    # model's own measured setting, extraction.toy.RECOMMENDED: tests/toy/test_toy_demo.py)
-    from extraction.toy import RECOMMENDED
+    # model's own measured setting, persona_steer.toy_demo.RECOMMENDED: tests/toy/test_toy_demo.py)
+    from persona_steer.toy_demo import RECOMMENDED
     assert s.extraction.target_layers == "all"
     assert s.steering.default_strength == RECOMMENDED["strength"]
     assert s.extraction.position == RECOMMENDED["position"]

@@ -100,7 +100,7 @@ def test_resolve_model(tmp_path, tiny_model_dir):
 
 
 def test_staged_build_publishes_once_and_leaves_nothing_half_built(tmp_path):
-    from persona_steer.testmodels import staged_build
+    from persona_steer.atomic import staged_build
 
     out = tmp_path / "m"
     with pytest.raises(RuntimeError, match="boom"):

@@ -19,7 +19,7 @@ def toy_settings(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def toy_server(toy_settings):
-    from extraction.toy.eval import ToyServer
+    from toy.eval import ToyServer
     settings, work = toy_settings
     srv = ToyServer(settings, work)
     try:

@@ -11,9 +11,10 @@ import threading
 import pytest
 import torch
 
-from extraction.toy import RECOMMENDED, corpus
+from persona_steer import toy_language as language
 from persona_steer.toy_demo import demo_default_strengths
-from persona_steer.toy_demo import DEMO_PERSONAS, DEMO_TRAITS, TOY_MODEL, demo_dir, seed_demo_vectors
+from persona_steer.toy_demo import (DEMO_PERSONAS, DEMO_TRAITS, RECOMMENDED, TOY_MODEL, demo_dir,
+                                    seed_demo_vectors)
 from persona_steer.config import PROJECT_ROOT, load_config
 from persona_steer.store import VectorStore
 from persona_steer.vector_format import SteeringVector
@@ -37,7 +38,7 @@ def test_shipped_demo_vectors_are_valid_and_equalized():
         assert v.metadata["position"] == "response_mean"
         assert v.meta_json("norm_equalized_with") == list(DEMO_PERSONAS)
         # the toy model's measured setting travels with its vectors: layers from
-        # extraction.toy.RECOMMENDED, a persona's strength from its measured demo default
+        # persona_steer.toy_demo.RECOMMENDED, a persona's strength from its measured demo default
         assert v.recommended_layers() == RECOMMENDED["layer_list"]
         assert v.recommended_strength() == demo_default_strengths()[v.name]
     norms = torch.stack([v.vectors.norm(dim=-1) for v in vecs])      # [personas, layers]
@@ -49,8 +50,8 @@ def test_shipped_demo_vectors_are_valid_and_equalized():
 
 def test_demo_names_are_the_toy_corpus_personas_and_traits():
     # persona_steer.toy_demo lists them without importing the toy tooling; they must not drift
-    assert DEMO_PERSONAS == tuple(corpus.PERSONAS)
-    assert all(corpus.TRAITS[w].opposite == o for w, o in DEMO_TRAITS), DEMO_TRAITS
+    assert DEMO_PERSONAS == tuple(language.PERSONAS)
+    assert all(language.TRAITS[w].opposite == o for w, o in DEMO_TRAITS), DEMO_TRAITS
 
 
 def test_seeding_fills_only_an_empty_store_on_the_toy_model(tmp_path):
@@ -102,7 +103,7 @@ def test_seeding_happens_when_the_server_starts_not_when_the_app_is_built(tmp_pa
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     """`persona-steer serve` on the toy model with an empty store and default settings."""
-    from extraction.toy.eval import ToyServer
+    from toy.eval import ToyServer
     work = tmp_path_factory.mktemp("toy-first-run")
     settings = load_config(PROJECT_ROOT / "config.yaml", overrides=[
         f"model.name={TOY_MODEL}", f"paths.vectors={work / 'vectors'}",
@@ -122,7 +123,7 @@ def test_first_serve_on_the_toy_model_steers_at_once(first_run):
     client = OpenAI(base_url=srv.url + "/v1", api_key="none")
     ids = [m.id for m in client.models.list().data]
     assert {f"persona:{p}" for p in DEMO_PERSONAS} <= set(ids)
-    questions = corpus.eval_questions(4)
+    questions = language.eval_questions(4)
 
     def answers(**steering):
         out = []
@@ -134,10 +135,10 @@ def test_first_serve_on_the_toy_model_steers_at_once(first_run):
         return out
 
     plain = answers()
-    assert not any(corpus.styles_in(a, DEMO_PERSONAS) for a in plain), plain
+    assert not any(language.styles_in(a, DEMO_PERSONAS) for a in plain), plain
     for persona in ("pirate", "robot", "excited_puppy"):
         steered = answers(persona=persona)
-        hits = sum(corpus.has_style(a, persona) for a in steered)
+        hits = sum(language.has_style(a, persona) for a in steered)
         assert hits >= 3, (persona, steered)
 
 

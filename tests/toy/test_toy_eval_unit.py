@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from extraction.toy.eval import OpenAIPenalties, penalized_mode
+from toy.eval import OpenAIPenalties, penalized_mode
 
 
 def test_penalties_count_generated_tokens_only():

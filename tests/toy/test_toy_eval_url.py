@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from extraction.toy.eval import ServerClient, ServerStoreMismatch, check_shared_store
+from toy.eval import ServerClient, ServerStoreMismatch, check_shared_store
 from persona_steer.config import PROJECT_ROOT, load_config
 from tests.conftest import _cli
 

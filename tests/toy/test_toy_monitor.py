@@ -8,16 +8,16 @@ import random
 import httpx
 import pytest
 
-from extraction.toy import corpus
+from persona_steer import toy_language as language
 from persona_steer.config import PROJECT_ROOT, load_config
 from persona_steer.toy_demo import DEMO_PERSONAS, TOY_MODEL
 
-QUESTIONS = [q for q, _ in corpus.eval_questions(3)]
+QUESTIONS = [q for q, _ in language.eval_questions(3)]
 
 
 @pytest.fixture(scope="module")
 def toy_monitor_server(tmp_path_factory):
-    from extraction.toy.eval import ToyServer
+    from toy.eval import ToyServer
     work = tmp_path_factory.mktemp("toy-monitor")
     settings = load_config(PROJECT_ROOT / "config.yaml", overrides=[
         f"model.name={TOY_MODEL}", f"paths.vectors={work / 'vectors'}",
@@ -54,7 +54,7 @@ def test_prompted_persona_reads_higher_than_plain_answers(toy_monitor_server):
     rng = random.Random(7)
     gaps = {}
     for p in DEMO_PERSONAS:
-        prompted = mean_reading(url, p, corpus.system_prompt([corpus.PERSONAS[p]], rng, "eval"))
+        prompted = mean_reading(url, p, language.system_prompt([language.PERSONAS[p]], rng, "eval"))
         plain = mean_reading(url, p)
         gaps[p] = (round(plain, 2), round(prompted, 2))
     print("plain vs prompted mean z:", gaps)

@@ -3,7 +3,7 @@
 The project's own extraction (extraction.jobs, from the archetype datasets, rollouts through the
 server) makes the assistant axis (against the six roles the model knows) and the six persona
 vectors; then held-out questions and held-out system prompts, greedy, at the recommended
-setting (extraction.toy.RECOMMENDED = config.yaml's layers and strength). Asserts the issue's
+setting (persona_steer.toy_demo.RECOMMENDED = config.yaml's layers and strength). Asserts the issue's
 targets where the model meets them, and says so where it asserts less (docs/benchmarks.md,
 "Toy model proof", has the full measured table).
 """
@@ -13,8 +13,8 @@ import json
 
 import pytest
 
-from extraction.toy import RECOMMENDED
-from extraction.toy.eval import PERSONAS, TARGETS, format_table, penalized_mode, run_eval
+from persona_steer.toy_demo import RECOMMENDED
+from toy.eval import PERSONAS, TARGETS, format_table, penalized_mode, run_eval
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import json
 
 import torch
 
-from extraction.toy import corpus
-from extraction.toy.train import TrainConfig, train
+from toy import corpus
+from toy.train import TrainConfig, train
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1,
             num_key_value_heads=1, head_dim=64)

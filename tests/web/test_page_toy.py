@@ -23,9 +23,9 @@ import httpx
 import pytest
 import yaml
 
-from extraction.toy import corpus
+from persona_steer import toy_language as language
 from persona_steer.config import PROJECT_ROOT
-from extraction.toy import RECOMMENDED
+from persona_steer.toy_demo import RECOMMENDED
 from persona_steer.toy_demo import TOY_MODEL, recommended
 from tests.conftest import live_server
 from tests.server.test_srv_jobs_live import watch
@@ -33,8 +33,8 @@ from tests.web.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.engine
 DESCRIPTION = "A salty pirate captain who hunts treasure on the high seas."
-QUESTIONS = [q for q, _ in corpus.eval_questions(4)]
-TOPICS = [t for _, t in corpus.eval_questions(4)]
+QUESTIONS = [q for q, _ in language.eval_questions(4)]
+TOPICS = [t for _, t in language.eval_questions(4)]
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +95,8 @@ def steered(toy, persona: str) -> list[str]:
 
 
 def assert_pirate(answers: list[str]) -> None:
-    styled = sum(corpus.has_style(a, "pirate") for a in answers)
-    on_topic = sum(corpus.coherent(a, t, True) for a, t in zip(answers, TOPICS))
+    styled = sum(language.has_style(a, "pirate") for a in answers)
+    on_topic = sum(language.coherent(a, t, True) for a, t in zip(answers, TOPICS))
     assert styled >= 3 and on_topic >= 3, answers
 
 
@@ -116,7 +116,7 @@ def test_page_offers_the_demo_defaults_and_the_first_answer_keeps_topic_and_pers
     assert bodies[-1]["strength"] == rec["strength"]
     assert bodies[-1]["temperature"] == rec["temperature"]
     assert "bread" in answer.lower(), answer                 # the question's topic
-    assert corpus.has_style(answer, "pirate"), answer         # the persona's markers
+    assert language.has_style(answer, "pirate"), answer         # the persona's markers
     # the user's own choice wins: a strength set by hand stays when another persona is chosen
     page.locator("#strength").fill("0.5")
     page.select_option("#persona", "robot")
@@ -129,7 +129,7 @@ def test_page_offers_the_demo_defaults_and_the_first_answer_keeps_topic_and_pers
 
 def test_recommended_only_for_the_shipped_vectors(toy):
     listed = {e["name"]: e for e in httpx.get(toy.url + "/api/personas").json()["personas"]}
-    assert all(listed[p]["recommended"] for p in corpus.PERSONAS)
+    assert all(listed[p]["recommended"] for p in language.PERSONAS)
     assert recommended(TOY_MODEL, "persona", "pirate", "another hash") is None
     assert recommended("Qwen/Qwen3-8B", "persona", "pirate", listed["pirate"]["content_hash"]) is None
 
@@ -178,7 +178,7 @@ def test_description_persona_through_the_page(page, toy):
     assert float(page.input_value("#strength")) == rec["strength"]
     page.fill("#temperature", "0")
     answer = ask(page, "Tell me about baking bread.")
-    assert corpus.has_style(answer, "pirate"), answer
+    assert language.has_style(answer, "pirate"), answer
     assert "bread" in answer.lower(), answer
 
 

@@ -1,7 +1,7 @@
 """Building the toy model's demo vectors (`persona-steer toy vectors`).
 
 They are made by the project's own extraction (HF backend, no server, seeded) at the
-recommended setting (extraction.toy.RECOMMENDED): the six personas from their archetype datasets
+recommended setting (persona_steer.toy_demo.RECOMMENDED): the six personas from their archetype datasets
 (equalized), the two trait pairs, and the assistant axis against the six roles (every layer, for
 capping). They ship in persona_steer/toy_model/vectors/; what the server does with them (seeding
 an empty store) is persona_steer/toy_demo.py.
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from persona_steer.store import VectorStore
-from persona_steer.toy_demo import DEMO_PERSONAS, DEMO_TRAITS, TOY_MODEL
+from persona_steer.toy_demo import DEMO_PERSONAS, DEMO_TRAITS, RECOMMENDED, TOY_MODEL
 
 
 def build_demo_vectors(settings, out: Path, *, num_questions: int = 20,
@@ -23,7 +23,6 @@ def build_demo_vectors(settings, out: Path, *, num_questions: int = 20,
     from extraction import datasets as ds
     from extraction.equalize import equalize_norms
     from extraction.jobs import run_axis_job, run_persona_job, run_trait_job
-    from extraction.toy import RECOMMENDED
 
     out = Path(out)
     with tempfile.TemporaryDirectory() as tmp:
@@ -52,21 +51,20 @@ def build_demo_vectors(settings, out: Path, *, num_questions: int = 20,
 
 
 def stamp_recommended(store: VectorStore) -> int:
-    """Store the toy model's measured setting (extraction.toy.RECOMMENDED, from `persona-steer
+    """Store the toy model's measured setting (persona_steer.toy_demo.RECOMMENDED, from `persona-steer
     toy eval`'s sweep) with each demo persona and trait, as `persona-steer tune` would: the toy
     model carries its own setting, so the global config can default to a real model's.
-    A persona measured by `python -m extraction.toy.defaults` (demo_defaults.json: the strength
+    A persona measured by `python -m toy.defaults` (demo_defaults.json: the strength
     that keeps both the persona and the topic) gets that strength; the rest get RECOMMENDED's."""
-    from extraction.toy import RECOMMENDED
     from persona_steer.toy_demo import demo_default_strengths
     measured = demo_default_strengths()
     names = [("persona", p) for p in DEMO_PERSONAS] + [("trait", w) for w, _ in DEMO_TRAITS]
     for kind, name in names:
         strength = measured.get(name, RECOMMENDED["strength"]) if kind == "persona" \
             else RECOMMENDED["strength"]
-        source = ("persona_steer/toy_model/demo_defaults.json (python -m extraction.toy.defaults)"
+        source = ("persona_steer/toy_model/demo_defaults.json (python -m toy.defaults)"
                   if kind == "persona" and name in measured else
-                  "extraction.toy.RECOMMENDED: the sweep of `persona-steer toy eval` (docs/toy-model.md)")
+                  "persona_steer.toy_demo.RECOMMENDED: the sweep of `persona-steer toy eval` (docs/toy-model.md)")
         vec = store.load(kind, name)
         store.save(vec.with_recommendation(RECOMMENDED["layer_list"], strength,
                                            {"scorer": "marker", "source": source}))

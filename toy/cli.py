@@ -10,9 +10,12 @@ from persona_steer.cli import CLIError, penalties_from_args
 
 
 def _train(args) -> int:
-    from extraction.toy.train import TrainConfig, train
     from persona_steer.testmodels import TOY_MODEL_DIR
+    from toy.corpus import CONTINUE_FRAC
+    from toy.train import TrainConfig, train
 
+    if args.continue_frac is None:
+        args.continue_frac = CONTINUE_FRAC
     if args.steps < 1 or args.batch_size < 1:
         raise CLIError("--steps and --batch-size must be at least 1")
     if not 0.0 <= args.continue_frac < 1.0:
@@ -29,7 +32,8 @@ def _train(args) -> int:
 def _eval(args) -> int:
     from persona_steer.config import load_config
     from clients.client import PersonaSteerError
-    from extraction.toy.eval import POSITIONS, ServerStoreMismatch, format_table, run_eval
+    from persona_steer.steering_spec import STEER_TOKENS
+    from toy.eval import POSITIONS, ServerStoreMismatch, format_table, run_eval
 
     work = Path(args.out).resolve()
     # every layer is extracted: the sweep (or --layers) picks the ones the proof steers
@@ -40,6 +44,12 @@ def _eval(args) -> int:
     settings = load_config(args.config, overrides=overrides)
     positions = [args.position] if args.position else list(POSITIONS)
     penalties = penalties_from_args(args, lambda: settings.clients)   # what the bundled clients send
+    steer_tokens = [m.strip() for m in args.steer_tokens.split(",")] if args.steer_tokens else None
+    bad = [m for m in steer_tokens or [] if m not in STEER_TOKENS]
+    if bad:
+        raise CLIError(f"--steer-tokens takes modes from {', '.join(STEER_TOKENS)}; got {', '.join(bad)}")
+    if steer_tokens and args.backend != "server":
+        raise CLIError("--steer-tokens needs --backend server (the HF reference steers every token)")
     default = None
     if args.strength is not None:
         if not args.position or args.layers is None:
@@ -59,6 +69,7 @@ def _eval(args) -> int:
                           default=default, sampled=not args.greedy_only,
                           skip_extraction=args.skip_extraction, blend_scale=args.blend_scale,
                           equalize=not args.no_equalize, penalties=penalties,
+                          steer_tokens=steer_tokens,
                           log=lambda m: print(m, flush=True))
     except (ServerStoreMismatch, PersonaSteerError) as err:   # PersonaSteerError: --url's server
         raise CLIError(str(err)) from None
@@ -72,10 +83,10 @@ def _vectors(args) -> int:
     import torch
 
     from persona_steer.config import load_config
-    from extraction.toy.demo import build_demo_vectors
+    from toy.demo import build_demo_vectors
     from persona_steer.toy_demo import demo_dir
 
-    # the demo set is a fixed, seeded recipe (extraction.toy.demo); only where files go may vary
+    # the demo set is a fixed, seeded recipe (toy.demo); only where files go may vary
     ignored = [o for o in args.overrides if not o.split("=", 1)[0].strip().startswith("paths.")]
     if ignored:
         raise CLIError(f"toy vectors builds a fixed recipe and takes only paths.* from --set; "
@@ -98,7 +109,8 @@ def _vectors(args) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from extraction.toy.corpus import CONTINUE_FRAC
+    # imports nothing of the toy tooling here: every `persona-steer` command (serve too) builds
+    # this parser; the tools load when a toy command runs
     from persona_steer.config import PENALTIES
 
     p = sub.add_parser("toy", help="train or evaluate the small trained persona model (builtin:toy-persona)")
@@ -111,9 +123,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--batch-size", type=int, default=24)
     t.add_argument("--threads", type=int, default=1,
                    help="torch threads (1 is fastest on a busy 2-core machine)")
-    t.add_argument("--continue-frac", type=float, default=CONTINUE_FRAC,
+    t.add_argument("--continue-frac", type=float,
                    help="share of continuation examples (the answer starts in another style "
-                        "than the prompt asks for)")
+                        "than the prompt asks for; default: toy.corpus.CONTINUE_FRAC)")
     t.add_argument("--out", help="output folder (default: persona_steer/toy_model, what builtin:toy-persona loads)")
     t.set_defaults(func=_train)
 
@@ -130,6 +142,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--layers", help="comma-separated layers or 'all' (with --strength: skip the sweep)")
     e.add_argument("--strength", type=float)
     e.add_argument("--greedy-only", action="store_true")
+    e.add_argument("--steer-tokens", metavar="MODES",
+                   help="comma-separated steer_tokens modes, e.g. all,generated: instead of the "
+                        "whole proof, measure the steered rate and coherence per persona with "
+                        "each mode side by side (every token, or only the generated ones)")
     e.add_argument("--blend-scale", type=float, default=0.5,
                    help="each blended persona's weight as a fraction of the strength (default 0.5)")
     e.add_argument("--skip-extraction", action="store_true", help="reuse the vectors already in --out")

@@ -19,8 +19,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from extraction.toy import corpus
 from persona_steer.toy_demo import VECTORS_DIR
+from toy import corpus
 
 DIMS = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=6, num_attention_heads=4,
             num_key_value_heads=2, head_dim=64)

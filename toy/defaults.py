@@ -1,13 +1,13 @@
 """Measuring the toy model's demo defaults: per persona, the strength and temperature at which a
 first steered answer keeps both the persona and the question's topic.
 
-    python -m extraction.toy.defaults [--questions 24] [--write]
+    python -m toy.defaults [--questions 24] [--write]
 
 Starts the real server on the toy model with its shipped demo vectors (as a fresh `make serve`
 does), asks as the web page does (no system prompt, the bundled clients' presence penalty) and,
 for each persona, every strength x temperature of the grid, counts the answers that are *clean*:
 the persona's markers, no other persona's, the topic word, a proper end and no loop
-(extraction.toy.corpus). Per persona it picks the cleanest cell (ties: greedy, whose first answer
+(persona_steer.toy_language). Per persona it picks the cleanest cell (ties: greedy, whose first answer
 is the measured one every time, then the strength nearest the config's default) and, with --write, writes them to
 persona_steer/toy_model/demo_defaults.json, which the server reads (persona_steer/toy_demo.py).
 """
@@ -19,9 +19,9 @@ import tempfile
 from datetime import date
 from pathlib import Path
 
-from extraction.toy import RECOMMENDED, corpus
-from extraction.toy.eval import PERSONAS, Gen, ServerClient, ToyServer, _rate, steer
-from persona_steer.toy_demo import DEFAULTS_FILE, TOY_MODEL, demo_dir
+from persona_steer import toy_language as language, toy_topics
+from persona_steer.toy_demo import DEFAULTS_FILE, RECOMMENDED, TOY_MODEL, demo_dir
+from toy.eval import PERSONAS, Gen, ServerClient, ToyServer, _rate, steer
 
 STRENGTHS = (0.7, 0.8, 0.9, 1.0)
 TEMPERATURES = (0.0, 0.7)
@@ -31,8 +31,8 @@ def train_questions(n: int, seed: int = 4321) -> list[tuple[str, str]]:
     """n (question, topic key) in the training templates, deterministic."""
     import random
     rng = random.Random(seed)
-    topics = rng.sample(corpus.TOPICS, min(n, len(corpus.TOPICS)))
-    return [(corpus.question_for(t, rng, "train"), t["key"]) for t in topics]
+    topics = rng.sample(toy_topics.TOPICS, min(n, len(toy_topics.TOPICS)))
+    return [(language.question_for(t, rng, "train"), t["key"]) for t in topics]
 
 
 def pick(cells: list[dict]) -> dict:
@@ -58,10 +58,10 @@ def measure(client, questions, penalties: dict, log=print) -> dict[str, list[dic
     for (p, s, t), items in by.items():
         rest = [r for r in PERSONAS if r != p]
         cell = dict(strength=s, temperature=t,
-                    rate=_rate(corpus.has_style(o.text, p) for _, o in items),
-                    coherence=_rate(corpus.coherent(o.text, g.topic, o.finished) for g, o in items),
-                    clean=_rate(corpus.has_style(o.text, p) and corpus.coherent(o.text, g.topic, o.finished)
-                                and not any(corpus.has_style(o.text, r) for r in rest) for g, o in items))
+                    rate=_rate(language.has_style(o.text, p) for _, o in items),
+                    coherence=_rate(language.coherent(o.text, g.topic, o.finished) for g, o in items),
+                    clean=_rate(language.has_style(o.text, p) and language.coherent(o.text, g.topic, o.finished)
+                                and not any(language.has_style(o.text, r) for r in rest) for g, o in items))
         cells.setdefault(p, []).append(cell)
         log(f"  {p:15s} strength {s:<4} temperature {t:<4} rate {cell['rate']:.2f} "
             f"coherence {cell['coherence']:.2f} clean {cell['clean']:.2f}")
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     record = {
         "what": "per persona, the strength and decoding at which the shipped demo vectors keep both "
                 "the persona and the question's topic (the cleanest cell of the grid)",
-        "measured": str(date.today()), "by": "python -m extraction.toy.defaults --write",
+        "measured": str(date.today()), "by": "python -m toy.defaults --write",
         "questions": len(questions), "penalties": penalties,
         "grid": {"strength": list(STRENGTHS), "temperature": list(TEMPERATURES)},
         "personas": {p: {"strength": c["strength"], "temperature": c["temperature"],

@@ -14,6 +14,8 @@
    prompted, plain, steered (+ specificity, coherence), negative weight (at -1.0 and -1.5 x the
    strength), safety capping,
    blends (both styles), traits.
+   With `--steer-tokens all,generated` it measures instead the steered rate and coherence per
+   persona once per `steer_tokens` mode (every token, or only the generated ones), side by side.
 Prints a table and writes report.json and sweep.png.
 """
 from __future__ import annotations
@@ -27,10 +29,11 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, Callable
 
-from extraction.toy import corpus
+from persona_steer import toy_language as language
 from persona_steer.toy_demo import DEMO_TRAITS
+from toy import corpus
 
-PERSONAS = list(corpus.PERSONAS)
+PERSONAS = list(language.PERSONAS)
 TRAIT_PAIRS = list(DEMO_TRAITS)
 POSITIONS = {"response_mean": "", "last_prompt": "_lp"}
 TARGETS = dict(prompted=0.9, plain=0.05, steered=0.7, others=0.1, coherence=0.8, cut=0.5, blend=0.5)
@@ -155,6 +158,9 @@ class HFClient:
         from persona_steer.resolve import ModelShape, cap_table, spec_delta
         from persona_steer.steering_spec import build_spec
         from persona_steer.store import VectorStore
+        if st.get("steer_tokens", "all") != "all":
+            raise ValueError("steer_tokens other than 'all' needs the server backend: the HF "
+                             "reference here steers every token")
         s = self.settings.steering
         cfg = self.model.config
         spec = build_spec(persona=st.get("persona"), strength=st.get("strength"), blend=st.get("blend"),
@@ -315,7 +321,7 @@ def _rate(xs) -> float:
 
 
 def _prompt(name: str, i: int) -> str | None:
-    return corpus.heldout_system_prompt(name, seed=1000 + i)
+    return language.heldout_system_prompt(name, seed=1000 + i)
 
 
 def _negative_key(scale: float) -> str:
@@ -369,17 +375,17 @@ def measure(client, questions: list[tuple[str, str]], *, strength: float, temper
         by.setdefault(k[:-1], []).append((g, o))
 
     def marker(key, name):
-        return _rate(corpus.has_style(o.text, name) for _, o in by[key])
+        return _rate(language.has_style(o.text, name) for _, o in by[key])
 
     def others(key, name):
         rest = [p for p in PERSONAS if p != name]
-        return _rate(any(corpus.has_style(o.text, r) for r in rest) for _, o in by[key])
+        return _rate(any(language.has_style(o.text, r) for r in rest) for _, o in by[key])
 
     def coh(key):
-        return _rate(corpus.coherent(o.text, g.topic, o.finished) for g, o in by[key])
+        return _rate(language.coherent(o.text, g.topic, o.finished) for g, o in by[key])
 
     res: dict[str, Any] = {"personas": {}, "blends": {}, "traits": {}}
-    res["plain_any"] = _rate(any(corpus.has_style(o.text, p) for p in PERSONAS) for _, o in by[("plain",)])
+    res["plain_any"] = _rate(any(language.has_style(o.text, p) for p in PERSONAS) for _, o in by[("plain",)])
     res["plain_coherence"] = coh(("plain",))
     for p in PERSONAS:
         row = {"prompted": marker(("prompted", p), p),
@@ -387,8 +393,8 @@ def measure(client, questions: list[tuple[str, str]], *, strength: float, temper
                "steered": marker(("steered", p), p),
                "steered_others": others(("steered", p), p),
                "steered_coherence": coh(("steered", p)),
-               "steered_clean": _rate(corpus.has_style(o.text, p) and corpus.coherent(o.text, g.topic, o.finished)
-                                      and not any(corpus.has_style(o.text, r) for r in PERSONAS if r != p)
+               "steered_clean": _rate(language.has_style(o.text, p) and language.coherent(o.text, g.topic, o.finished)
+                                      and not any(language.has_style(o.text, r) for r in PERSONAS if r != p)
                                       for g, o in by[("steered", p)])}
         for k in negative_scales:
             key = _negative_key(k)
@@ -401,9 +407,9 @@ def measure(client, questions: list[tuple[str, str]], *, strength: float, temper
         for a, b in combinations(PERSONAS, 2):
             items = by[("blend", a, b)]
             res["blends"][f"{a}+{b}"] = {
-                "both": _rate(corpus.has_style(o.text, a) and corpus.has_style(o.text, b) for _, o in items),
-                "either": _rate(corpus.has_style(o.text, a) or corpus.has_style(o.text, b) for _, o in items),
-                "coherence": _rate(corpus.coherent(o.text, g.topic, o.finished) for g, o in items)}
+                "both": _rate(language.has_style(o.text, a) and language.has_style(o.text, b) for _, o in items),
+                "either": _rate(language.has_style(o.text, a) or language.has_style(o.text, b) for _, o in items),
+                "coherence": _rate(language.coherent(o.text, g.topic, o.finished) for g, o in items)}
     for word, opp in (TRAIT_PAIRS if traits else []):
         res["traits"][word] = {
             "prompted": marker(("trait_prompted", word), word),
@@ -414,6 +420,75 @@ def measure(client, questions: list[tuple[str, str]], *, strength: float, temper
             "coherence+": coh(("trait+", word)), "coherence-": coh(("trait-", word))}
     res["samples"] = {f"{k[0]}:{'+'.join(k[1:])}": by[k][0][1].text[:300] for k in list(by)[:40]}
     return res
+
+
+def measure_steer_tokens(client, questions: list[tuple[str, str]], *, strength: float,
+                         temperature: float, modes: list[str], personas: list[str] | None = None,
+                         seed: int = 0, suffix: str = "", penalties: dict | None = None) -> dict:
+    """The proof's steered rows (held-out assistant prompt + the persona's vector at `strength`)
+    once per `steer_tokens` mode, on the same questions and seeds, so the modes compare side by
+    side; and the plain answers (no steering) the rates are read against. Each mode is sent
+    explicitly ("all" too): the server's configured default does not decide the row."""
+    personas = list(personas or PERSONAS)
+    pen = tuple(sorted((penalties or {}).items()))
+    gens: list[Gen] = []
+    keys: list[tuple] = []
+
+    def add(key, st=()):
+        for i, (q, topic) in enumerate(questions):
+            gens.append(Gen(_prompt("assistant", i), q, topic, st, temperature, seed + i, pen))
+            keys.append(key)
+
+    add(("plain",))
+    for mode in modes:
+        for p in personas:
+            add((mode, p), steer(persona=p + suffix, strength=strength, steer_tokens=mode))
+    outs = client.run(gens)
+    by: dict[tuple, list[tuple[Gen, Out]]] = {}
+    for k, g, o in zip(keys, gens, outs):
+        by.setdefault(k, []).append((g, o))
+    plain = by[("plain",)]
+    res: dict[str, Any] = {
+        "plain": {p: _rate(language.has_style(o.text, p) for _, o in plain) for p in personas},
+        "plain_coherence": _rate(language.coherent(o.text, g.topic, o.finished) for g, o in plain),
+        "modes": {}}
+    for mode in modes:
+        res["modes"][mode] = {}
+        for p in personas:
+            items = by[(mode, p)]
+            rest = [r for r in PERSONAS if r != p]
+            res["modes"][mode][p] = dict(
+                steered=_rate(language.has_style(o.text, p) for _, o in items),
+                others=_rate(any(language.has_style(o.text, r) for r in rest) for _, o in items),
+                coherence=_rate(language.coherent(o.text, g.topic, o.finished) for g, o in items),
+                sample=items[0][1].text[:300])
+    return res
+
+
+def format_steer_tokens(report: dict) -> str:
+    """The steer_tokens comparison, one table per decoding mode: per persona the plain rate, then
+    the steered rate and the coherence of each steer_tokens mode side by side."""
+    lines = []
+    d = report["default"]
+    for decoding, res in report["steer_tokens"].items():
+        modes = list(res["modes"])
+        lines.append(f"== steer_tokens {' vs '.join(modes)} ({decoding}, {report['n_questions']} "
+                     f"held-out questions, strength {d['strength']}, layers {d['layers']}, "
+                     f"position {d['position']}, via {report['backend']})")
+        lines.append(f"{'persona':15s} {'plain':>6s} " + " ".join(f"{'steered ' + m:>18s}" for m in modes)
+                     + " " + " ".join(f"{'coherence ' + m:>20s}" for m in modes))
+        personas = list(res["plain"])
+        for p in personas:
+            lines.append(f"{p:15s} {res['plain'][p]:6.2f} "
+                         + " ".join(f"{res['modes'][m][p]['steered']:18.2f}" for m in modes) + " "
+                         + " ".join(f"{res['modes'][m][p]['coherence']:20.2f}" for m in modes))
+        mean = {m: {k: sum(res["modes"][m][p][k] for p in personas) / len(personas)
+                    for k in ("steered", "others", "coherence")} for m in modes}
+        lines.append(f"{'mean':15s} {sum(res['plain'].values()) / len(personas):6.2f} "
+                     + " ".join(f"{mean[m]['steered']:18.2f}" for m in modes) + " "
+                     + " ".join(f"{mean[m]['coherence']:20.2f}" for m in modes)
+                     + "   others: " + ", ".join(f"{m} {mean[m]['others']:.2f}" for m in modes))
+    return "\n".join(lines)
 
 
 def sweep(settings, client, questions, *, positions: list[str], strengths: list[float],
@@ -447,11 +522,11 @@ def sweep(settings, client, questions, *, positions: list[str], strengths: list[
                 for p in PERSONAS:
                     items = agg[(lname, s, p)]
                     per[p] = dict(
-                        rate=_rate(corpus.has_style(o.text, p) for _, o in items),
-                        others=_rate(any(corpus.has_style(o.text, r) for r in PERSONAS if r != p) for _, o in items),
-                        coherence=_rate(corpus.coherent(o.text, g.topic, o.finished) for g, o in items),
-                        clean=_rate(corpus.has_style(o.text, p) and corpus.coherent(o.text, g.topic, o.finished)
-                                    and not any(corpus.has_style(o.text, r) for r in PERSONAS if r != p)
+                        rate=_rate(language.has_style(o.text, p) for _, o in items),
+                        others=_rate(any(language.has_style(o.text, r) for r in PERSONAS if r != p) for _, o in items),
+                        coherence=_rate(language.coherent(o.text, g.topic, o.finished) for g, o in items),
+                        clean=_rate(language.has_style(o.text, p) and language.coherent(o.text, g.topic, o.finished)
+                                    and not any(language.has_style(o.text, r) for r in PERSONAS if r != p)
                                     for g, o in items))
                 mean = {m: round(sum(v[m] for v in per.values()) / len(per), 3)
                         for m in ("rate", "others", "coherence", "clean")}
@@ -517,7 +592,7 @@ def check_targets(main: dict, capping: bool = True) -> dict:
 
 
 def format_table(report: dict) -> str:
-    lines = []
+    lines = [format_steer_tokens(report)] if report.get("steer_tokens") else []
     for mode, main in report["modes"].items():
         lines.append(f"== {mode} ({report['n_questions']} held-out questions, strength "
                      f"{report['default']['strength']}, layers {report['default']['layers']}, "
@@ -552,16 +627,22 @@ def run_eval(settings, *, workdir: Path, url: str | None = None, backend: str = 
              default: dict | None = None, sampled: bool = True, blends: bool = True,
              capping: bool = True, traits: bool = True, skip_extraction: bool = False,
              threads: int | None = 1, blend_scale: float = 0.5, equalize: bool = True,
-             penalties: dict | None = None, log: Callable[[str], None] = print) -> dict:
+             penalties: dict | None = None, steer_tokens: list[str] | None = None,
+             log: Callable[[str], None] = print) -> dict:
     """The whole proof. `settings` must point paths.vectors/datasets at a scratch folder.
     With `equalize`, the six persona vectors of each position are put on one scale
     (extraction.equalize) before anything is measured. `penalties` (the OpenAI presence /
     frequency penalty fields to send, e.g. ClientSettings.penalties()) measure every decoding
     mode a second time with them (the rows without
-    them stay the proof)."""
+    them stay the proof). `steer_tokens` (e.g. ["all", "generated"]): instead of the proof's
+    rows, measure the steered rate and coherence per persona once per steer_tokens mode, side by
+    side (report["steer_tokens"][decoding mode]; the server backend only)."""
     import torch
 
     from persona_steer.testmodels import resolve_model
+    if steer_tokens and backend != "server":
+        raise ValueError("comparing steer_tokens modes needs the server backend (the HF reference "
+                         "here steers every token)")
     if threads:
         torch.set_num_threads(threads)   # 1 is far faster than 2 on a busy 2-core machine
     workdir.mkdir(parents=True, exist_ok=True)
@@ -606,7 +687,7 @@ def run_eval(settings, *, workdir: Path, url: str | None = None, backend: str = 
                                             list(range(half - 1, n_layers)),
                                         "all": list(range(n_layers))}
             strengths = strengths or [0.5, 0.7, 1.0, 1.3, 1.6, 2.0, 3.0]
-            sq = corpus.eval_questions(sweep_questions, seed=77)
+            sq = language.eval_questions(sweep_questions, seed=77)
             log(f"sweep: {len(positions)} positions x {len(layer_sets)} layer sets x {len(strengths)} strengths "
                 f"x {len(PERSONAS)} personas x {len(sq)} questions ...")
             rows = sweep(settings, client, sq, positions=positions, strengths=strengths,
@@ -624,7 +705,7 @@ def run_eval(settings, *, workdir: Path, url: str | None = None, backend: str = 
         if traits:
             for w, _ in TRAIT_PAIRS:
                 restricted(settings, w + suffix, default["layer_list"], w + chosen, kind="trait")
-        questions = corpus.eval_questions(n_questions)
+        questions = language.eval_questions(n_questions)
         modes: dict[str, tuple[float, dict]] = {"greedy": (0.0, {})}
         if sampled:
             modes["sampled (T=0.7)"] = (0.7, {})
@@ -636,7 +717,15 @@ def run_eval(settings, *, workdir: Path, url: str | None = None, backend: str = 
                                       default=default, targets=TARGETS, sweep=rows, modes={}, checks={},
                                       blend_scale=blend_scale, equalized=equalize,
                                       penalties=penalties or {})
+        if steer_tokens:
+            report["steer_tokens"] = {}
         for mode, (temp, pens) in modes.items():
+            if steer_tokens:
+                log(f"measuring steer_tokens {', '.join(steer_tokens)} ({mode}) ...")
+                report["steer_tokens"][mode] = measure_steer_tokens(
+                    client, questions, strength=default["strength"], temperature=temp,
+                    modes=steer_tokens, suffix=chosen, penalties=pens)
+                continue
             log(f"measuring ({mode}) ...")
             main = measure(client, questions, strength=default["strength"], temperature=temp,
                            suffix=chosen, blends=blends, capping=capping, traits=traits,
