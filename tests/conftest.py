@@ -72,7 +72,7 @@ ENGINE_FIXTURES = frozenset({
     "grace_server", "w4a16_server",
     "plugin_env", "stock_llm",                               # tests/plugin
     "ext_llm",                                               # tests/extraction
-    "toy_server", "first_run",                               # tests/toy
+    "toy_server", "first_run", "toy_monitor_server",         # tests/toy
 })
 
 

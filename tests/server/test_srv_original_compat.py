@@ -86,6 +86,7 @@ def test_api_chat_and_ws_chat_apply_penalties(http, server, penalty):
     assert bad.status_code == 400 and penalty in bad.text
 
 
+@pytest.mark.engine       # starts a server on its own engine
 def test_python_m_server_is_persona_steer_serve(tmp_path, tiny_model):
     from tests.conftest import _cli, live_server
     helps = [subprocess.run(cmd, capture_output=True, text=True, cwd=str(PROJECT_ROOT), timeout=120)

@@ -17,6 +17,7 @@ def _bogus_model(root):
     return str(bogus)
 
 
+@pytest.mark.engine       # each case starts the server until its engine fails
 @pytest.mark.parametrize("case", ["too-long", "not-a-model", "4bit-on-cpu"])
 def test_engine_start_failure_is_one_line_naming_the_key_then_exit_2(tmp_path, tiny_model, case):
     """A supervisor sees the process exit 2 (not a server answering 503 forever), and the last

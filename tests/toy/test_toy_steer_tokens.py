@@ -8,6 +8,7 @@ import subprocess
 
 from persona_steer import toy_language as language
 from persona_steer.config import PROJECT_ROOT
+from persona_steer.steering_spec import STEER_TOKENS
 from persona_steer.store import VectorStore
 from persona_steer.toy_demo import RECOMMENDED, demo_dir
 from persona_steer.vector_format import SteeringVector
@@ -49,7 +50,7 @@ def test_generated_only_steering_still_steers_and_both_modes_are_reported(toy_se
 def test_bad_steer_tokens_modes_are_one_line_errors(tmp_path):
     for flags, message in [
             (["--steer-tokens", "all,sideways"],
-             "error: --steer-tokens takes modes from all, generated, prompt; got sideways"),
+             f"error: --steer-tokens takes modes from {', '.join(STEER_TOKENS)}; got sideways"),
             (["--steer-tokens", "all,generated", "--backend", "hf"],
              "error: --steer-tokens needs --backend server (the HF reference steers every token)")]:
         r = subprocess.run(_cli() + ["toy", "eval", "--out", str(tmp_path / "out"), *flags],
