@@ -172,6 +172,7 @@ function currentSteering() {
   for (const [n, w] of Object.entries(state.traitWeights)) if (w !== 0) traits[n] = w;
   if (Object.keys(traits).length) body.traits = traits;
   if ($("safety").checked) body.safety = true;
+  if ($("steer-tokens").value) body.steer_tokens = $("steer-tokens").value;
   return body;
 }
 
@@ -181,6 +182,7 @@ function describeSteering(s) {
   for (const [n, w] of Object.entries(s.blend || {})) parts.push(`${n} ${fmt(w)}`);
   for (const [n, w] of Object.entries(s.traits || {})) parts.push(`${n} ${w > 0 ? "+" : ""}${fmt(w)}`);
   if (s.safety) parts.push("safety on");
+  if (s.steer_tokens && parts.length) parts.push(`steering ${s.steer_tokens}`);
   return parts.length ? parts.join(" · ") : "none";
 }
 
@@ -579,6 +581,10 @@ function describeApplied(a) {
   for (const [n, w] of Object.entries(a.traits || {})) parts.push(`${n} ${w > 0 ? "+" : ""}${fmt(w)}`);
   if (a.scale !== undefined && a.scale !== null) parts.push(`scale ${fmt(a.scale)}`);
   if (a.safety) parts.push("safety on");
+  if (a.steer_tokens && a.steer_tokens !== "all") {   // echoed only when steering is partial
+    parts.push(typeof a.steer_start === "number"
+      ? `steering from token ${a.steer_start}` : `steering ${a.steer_tokens}`);
+  }
   return parts.join(" · ") || "none";
 }
 
@@ -972,6 +978,7 @@ function init() {
   $("persona").addEventListener("change", applyRecommended);
   $("strength").addEventListener("input", () => { $("strength").dataset.touched = "1"; updateCurrent(); });
   $("safety").addEventListener("change", updateCurrent);
+  $("steer-tokens").addEventListener("change", updateCurrent);
   $("scale").addEventListener("input", () => { $("scale-value").textContent = fmt(Number($("scale").value)); });
   $("scale-apply").addEventListener("click", async () => {
     try {
@@ -985,6 +992,7 @@ function init() {
     $("strength").value = $("strength").dataset.statusValue || "1";
     delete $("strength").dataset.touched;
     $("safety").checked = false;
+    $("steer-tokens").value = "";
     state.blend = {};
     state.traitWeights = {};
     renderSteeringControls();

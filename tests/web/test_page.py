@@ -123,6 +123,34 @@ def test_persona_and_trait_slider_reach_the_request(page):
     shot(page, "steered-chat")
 
 
+def test_steer_tokens_choice_reaches_the_request_and_the_start_is_shown(page):
+    """"from my last message on" sends steer_tokens=last_turn; the server's echoed start (where
+    the last user message begins) is shown under each answer and moves on with the chat."""
+    import re
+
+    bodies = chat_requests(page)
+    page.fill("#max-tokens", "4")
+    page.select_option("#persona", "beta")
+    page.select_option("#steer-tokens", "last_turn")
+    assert "steering last_turn" in page.text_content("#current-steering")
+    starts = []
+    for i, text in enumerate(["Hello there", "And a second question"]):
+        send(page, text)
+        page.wait_for_function("document.querySelectorAll('.msg.assistant .meta:not(:empty)')"
+                               f".length === {i + 1}")
+        assert bodies[-1]["steer_tokens"] == "last_turn" and bodies[-1]["persona"] == "beta"
+        meta = page.locator(".msg.assistant .meta").last.inner_text()
+        found = re.search(r"steering from token (\d+)", meta)
+        assert found, meta
+        starts.append(int(found.group(1)))
+    assert 0 < starts[0] < starts[1]        # the second turn starts after the first exchange
+    page.click("#steer-clear")
+    assert page.input_value("#steer-tokens") == ""
+    send(page, "Plain again")
+    page.wait_for_function("document.querySelectorAll('.msg.assistant .meta:not(:empty)').length === 3")
+    assert "steer_tokens" not in bodies[-1]
+
+
 def test_penalties_come_from_config_and_reach_the_request(page, client):
     """The page starts from the server's config `clients` (a presence penalty stops the loops
     strong steering causes) and sends what the fields say; 0 sends nothing (the API's default)."""
