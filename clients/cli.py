@@ -7,6 +7,7 @@ import json
 import sys
 
 from persona_steer.cli import CLIError
+from persona_steer.steering_spec import STEER_TOKENS
 
 from clients.cli_shared import decoding_from_args, entry_names, format_status
 from clients.client import PersonaSteerClient, PersonaSteerError, ServerUnreachable, \
@@ -166,7 +167,7 @@ def steering_from_args(args) -> SteeringRequest:
         raise CLIError(str(err)) from None
     safety = None if args.safety is None else args.safety == "on"
     return SteeringRequest(persona=args.persona, strength=args.strength, blend=blend,
-                           traits=traits, safety=safety)
+                           traits=traits, safety=safety, steer_tokens=args.steer_tokens)
 
 
 @_run
@@ -226,6 +227,9 @@ def _steer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trait", action="append", metavar="NAME:W",
                    help="trait weights, e.g. formal:0.4 (repeatable or comma-separated)")
     p.add_argument("--safety", choices=["on", "off"], help="activation capping for this request")
+    p.add_argument("--steer-tokens", choices=STEER_TOKENS,
+                   help="which tokens get the steering (default: config steering.steer_tokens); "
+                        "last_turn: from the last user message on (docs/steering.md)")
     p.add_argument("--system", help="system prompt")
     p.add_argument("--model", help="model id (default: the server's base model)")
     p.add_argument("--max-tokens", type=int, default=256)

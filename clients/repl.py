@@ -27,6 +27,7 @@ HELP = """\
 /trait t:0.4        add or change a trait weight (t:0 removes it)
 /none               no steering at all
 /safety on|off      activation capping
+/tokens MODE        which tokens to steer: all, generated, prompt, last_turn (default: the server's)
 /monitor a,b|off    after each answer, one line of live readings (persona, trait:NAME, assistant_axis)
 /list               personas and traits on the server
 /load NAME          load a persona or trait into the engine
@@ -49,12 +50,14 @@ class ChatState:
     safety: bool | None = None
     messages: list[dict] = field(default_factory=list)
     monitor: list[str] = field(default_factory=list)     # names read per answer (none: off)
+    steer_tokens: str | None = None                        # None: the server's default
 
     def steering(self) -> SteeringRequest:
         return SteeringRequest(persona=self.persona,
                                strength=self.strength if self.persona else None,
                                blend=dict(self.blend) or None, traits=dict(self.traits) or None,
-                               safety=self.safety, monitor=list(self.monitor) or None)
+                               safety=self.safety, monitor=list(self.monitor) or None,
+                               steer_tokens=self.steer_tokens)
 
     def summary(self) -> str:
         parts = []
@@ -64,6 +67,8 @@ class ChatState:
         parts += [f"+{n}:{w:g}" for n, w in self.traits.items()]
         if self.safety is not None:
             parts.append(f"safety {'on' if self.safety else 'off'}")
+        if parts and self.steer_tokens is not None:
+            parts.append(f"tokens {self.steer_tokens}")
         return " ".join(parts) or "no steering"
 
 
@@ -178,6 +183,13 @@ class Repl:
         if arg.lower() not in ("on", "off"):
             raise ReplError("usage: /safety on|off")
         self.state.safety = arg.lower() == "on"
+        self.info(f"steering: {self.state.summary()}")
+
+    def cmd_tokens(self, arg: str) -> None:
+        from persona_steer.steering_spec import STEER_TOKENS
+        if arg not in STEER_TOKENS:
+            raise ReplError(f"usage: /tokens {'|'.join(STEER_TOKENS)}")
+        self.state.steer_tokens = arg
         self.info(f"steering: {self.state.summary()}")
 
     def cmd_monitor(self, arg: str) -> None:
@@ -330,7 +342,7 @@ def run_repl(client: PersonaSteerClient, steering: SteeringRequest, args) -> int
     console = Console(highlight=False)
     state = ChatState(persona=steering.persona, strength=steering.strength,
                       blend=dict(steering.blend or {}), traits=dict(steering.traits or {}),
-                      safety=steering.safety,
+                      safety=steering.safety, steer_tokens=steering.steer_tokens,
                       monitor=[n for n in (getattr(args, "monitor", None) or "").split(",") if n])
     if args.system:
         state.messages.append({"role": "system", "content": args.system})

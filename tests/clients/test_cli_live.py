@@ -130,6 +130,20 @@ def test_generate_plain_stream_and_json(live, persona, trait):
     assert js["choices"][0]["message"]["content"] is not None
 
 
+def test_generate_steer_tokens_last_turn(live, persona):
+    """--steer-tokens reaches the server: last_turn steers from the user message on, and the
+    server echoes where that is (after the system prompt, so past its first tokens)."""
+    def start(*system):
+        js = json.loads(run_cli(live, "generate", "Hi", "--persona", persona, "--steer-tokens",
+                                "last_turn", "--max-tokens", "2", "--json", *system).stdout)
+        assert js["steering"]["steer_tokens"] == "last_turn"
+        return js["steering"]["steer_start"]
+    assert 0 < start() < start("--system", "You answer briefly and politely.")
+    bad = run_cli(live, "generate", "Hi", "--steer-tokens", "sideways")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "argument --steer-tokens: invalid choice: 'sideways'" in bad.stderr
+
+
 def test_generate_sends_the_clients_penalties(live):
     """Defaults from config `clients` (presence_penalty 0.5), overridable by flags or the env;
     they reach the engine: greedy text with a penalty of 2 differs from none."""

@@ -60,6 +60,7 @@ def said(r) -> str:
     ("/trait nosuch:0.4", "unknown trait 'nosuch' (available: formal)"),
     ("/trait", "needs name:weight pairs"),
     ("/safety maybe", "usage: /safety on|off"),
+    ("/tokens sideways", "usage: /tokens all|generated|prompt|last_turn"),
     ("/load ghost", "no persona or trait named 'ghost'"),
 ])
 def test_bad_commands_give_one_error_line_and_keep_state(repl, line, message):
@@ -84,6 +85,15 @@ def test_steering_commands_change_state(repl):
     assert repl.state.traits == {}
     repl.handle("/none")
     assert repl.state.summary() == "no steering"
+
+
+def test_tokens_command_sets_steer_tokens(repl):
+    repl.handle("/persona pirate")
+    repl.handle("/tokens last_turn")
+    assert repl.state.steering() == SteeringRequest(persona="pirate", steer_tokens="last_turn")
+    assert repl.state.summary() == "pirate tokens last_turn"
+    repl.handle("hello")
+    assert repl.client.calls[-1][2]["steering"].steer_tokens == "last_turn"
 
 
 def test_message_streams_and_history_grows(repl):
