@@ -27,10 +27,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.engine_batch import random_personas, random_prompts  # noqa: E402
 
 OFF = " (engine without monitoring)"
 CONFIGS = (("unsteered", False, False), ("unsteered A/A", False, False),
@@ -100,9 +105,7 @@ def main() -> None:
     from vllm import LLM, SamplingParams
 
     from persona_steer.config import load_config
-    from persona_steer.store import VectorStore
     from persona_steer.testmodels import build_random_qwen3, default_cache_dir
-    from persona_steer.vector_format import SteeringVector
     from steering_plugin.engine import engine_kwargs
     from steering_plugin.monitor_channel import monitor_rows
 
@@ -111,11 +114,8 @@ def main() -> None:
     from transformers import AutoConfig
     cfg = AutoConfig.from_pretrained(model_path)
     n, L, H = a.requests, cfg.num_hidden_layers, cfg.hidden_size
-    store = VectorStore(tempfile.mkdtemp(prefix="bench-monitor-"))
     g = torch.Generator().manual_seed(0)
-    for i in range(max(a.names, 1)):
-        rows = {layer: torch.randn(H, generator=g) * 0.05 for layer in range(L)}
-        store.save(SteeringVector.build("persona", f"p{i}", rows, model=model_path))
+    store = random_personas(max(a.names, 1), L, H, model_path, g, prefix="bench-monitor-")
     def engine(columns: int):
         settings = load_config(overrides={"model.name": model_path, "paths.vectors": str(store.root),
                                           "model.max_num_seqs": max(n, 8),
@@ -124,8 +124,7 @@ def main() -> None:
         return LLM(**engine_kwargs(settings, model_path, max_model_len=1024))
 
     llms = {True: engine(a.columns), False: engine(0)}
-    prompts = [{"prompt_token_ids": torch.randint(10, 400, (a.prompt_tokens,), generator=g).tolist()}
-               for _ in range(n)]
+    prompts = random_prompts(n, a.prompt_tokens, g)
     names = [f"p{i}" for i in range(a.names)]
 
     def params(steer: bool, monitor: bool, tokens: int = a.new_tokens, count: int = n) -> list:
@@ -139,7 +138,7 @@ def main() -> None:
                 for _ in range(count)]
 
     batches = {label: params(steer, monitor) for label, steer, monitor in CONFIGS}
-    warm_batches = {label: params(steer, monitor, tokens=4, count=8)
+    warm_batches = {label: params(steer, monitor, tokens=4, count=min(8, n))
                     for label, steer, monitor in CONFIGS}
 
     def run(label: str, monitor: bool) -> tuple[float, float]:
