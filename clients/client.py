@@ -379,9 +379,10 @@ class _Methods:
         return (yield _Http("GET", "/api/vectors/similarity", {"params": params}))
 
     def equalize(self, names: Sequence[str] | None = None, kind: str = "persona",
-                 by: str = "norm", write: bool = False) -> Spec:
+                 by: str = "norm", write: bool | None = None) -> Spec:
         """by "norm": rescale the named vectors on the server so each has the set's mean norm
-        per layer; returns {"kind", "by", "names", "factors": {name: {layer: factor}}}.
+        per layer (write=False: only the factors); returns {"kind", "by", "written", "names",
+        "factors": {name: {layer: factor}}}.
         by "tuned": which is stronger from the tuned strengths (names None: every one);
         write=True rescales the tuned ones to one strength; returns {"kind", "by",
         "common_strength", "written", "names", "strengths": [...]} (docs/tuning.md)."""
@@ -390,8 +391,8 @@ class _Methods:
             body["by"] = by
         if names is not None:
             body["names"] = list(names)
-        if write:
-            body["write"] = True
+        if write is not None:
+            body["write"] = bool(write)
         return (yield _Http("POST", "/api/vectors/equalize", {"json": body}))
 
     # --- personas / traits -------------------------------------------------------------------

@@ -40,11 +40,13 @@ class Equalized:
     scales: dict[int, float]       # layer -> factor applied this time
 
 
-def equalize_norms(store: VectorStore, names: list[str], kind: str = "persona") -> list[Equalized]:
+def equalize_norms(store: VectorStore, names: list[str], kind: str = "persona",
+                   write: bool = True) -> list[Equalized]:
     """Rescale the named vectors in place (each file written atomically) so that at every layer
     each has the group's mean norm. All vectors must share the model, hidden size and layers.
-    Running it again on the same set changes nothing (every factor is 1). Raises
-    ExtractionInputError for a bad set, VectorNotFound for a missing name; either writes nothing."""
+    Running it again on the same set changes nothing (every factor is 1). `write=False`: the
+    factors only, nothing written. Raises ExtractionInputError for a bad set, VectorNotFound for
+    a missing name; either writes nothing."""
     names = list(dict.fromkeys(names))            # keep order, drop repeats
     if len(names) < 2:
         raise ExtractionInputError("equalizing needs at least two vectors")
@@ -79,7 +81,7 @@ def equalize_norms(store: VectorStore, names: list[str], kind: str = "persona") 
                                              extra=v.extra))
         done.append(Equalized(v.name, {layer: round(float(factor[i]), 4)
                                        for i, layer in enumerate(layers)}))
-    for vec in rescaled:        # built and validated first: a bad input writes nothing
+    for vec in rescaled if write else ():   # built and validated first: a bad input writes nothing
         store.save(vec)
     return done
 

@@ -265,7 +265,7 @@ async def similarity(request: Request,
 @router.post("/api/vectors/equalize", responses={**WITH_BODY, **errors(404, 507)})
 async def equalize(body: EqualizeRequest, request: Request):
     """Put a set of personas (or traits) on one scale. `by: "norm"` (default): at every layer
-    each gets the set's mean norm. `by: "tuned"`: which is stronger, from each vector's tuned
+    each gets the set's mean norm (`write: false`: the factors, nothing written). `by: "tuned"`: which is stronger, from each vector's tuned
     `recommended_strength` (`persona-steer tune`); with `write: true` each tuned vector is
     rescaled so the set's common strength is its recommended strength (extraction.equalize).
     Files are rewritten atomically; requests pick the new vectors up by content hash."""
@@ -279,18 +279,16 @@ async def equalize(body: EqualizeRequest, request: Request):
             fn = equalize_tuned if body.write else compare_tuned
             done = await asyncio.to_thread(fn, state.store, names, body.kind)
             return done.to_dict()
-        if body.write:
-            raise APIError(400, "write is for by 'tuned' (equalizing by norm always rewrites "
-                           "the vectors)", param="write", code="invalid_request")
         if len(names) < 2:
             raise APIError(400, "names: equalizing by norm needs at least two names",
                            param="names", code="invalid_request")
-        done = await asyncio.to_thread(equalize_norms, state.store, names, body.kind)
+        write = body.write is not False
+        done = await asyncio.to_thread(equalize_norms, state.store, names, body.kind, write=write)
     except NotTunedError as err:
         raise APIError(400, str(err), param="names", code="not_tuned") from None
     except ExtractionInputError as err:
         raise APIError(400, str(err), param="names", code="invalid_request") from None
-    return {"kind": body.kind, "by": "norm", "names": [e.name for e in done],
+    return {"kind": body.kind, "by": "norm", "written": write, "names": [e.name for e in done],
             "factors": {e.name: {str(k): v for k, v in e.scales.items()} for e in done}}
 
 

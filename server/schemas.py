@@ -167,7 +167,17 @@ class ChatCompletionRequest(SamplingFields, SteeringFields):
     chat_template_kwargs: Optional[dict[str, Any]] = None
 
 
+def _without_last_turn(schema: dict) -> None:
+    for option in schema.get("anyOf", [schema]):
+        if "enum" in option:
+            option["enum"] = [m for m in option["enum"] if m != "last_turn"]
+
+
 class CompletionRequest(SamplingFields, SteeringFields):
+    # a completion prompt has no turns: the document lists the modes it takes, and last_turn
+    # asked for anyway is a 400 that says where it works (generation.completion_steer_tokens)
+    steer_tokens: Optional[Literal["all", "generated", "prompt", "last_turn"]] = Field(
+        None, json_schema_extra=_without_last_turn)
     prompt: Union[Annotated[str, Field(min_length=1)],
                   Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)],
                   Annotated[list[TokenId], Field(min_length=1)]]
@@ -241,15 +251,21 @@ class ScaleRequest(BaseModel):
 
 
 class EqualizeRequest(BaseModel):
-    """POST /api/vectors/equalize: by norm (rewrites the named vectors) or by tuned strength
-    (reports which is stronger; `write: true` rescales the tuned ones)."""
-    model_config = ConfigDict(extra="forbid", strict=True)
+    """POST /api/vectors/equalize: by norm (rewrites the named vectors; `write: false` reports
+    the factors only) or by tuned strength (reports which is stronger; `write: true` rescales
+    the tuned ones)."""
+    # by norm needs the names (by tuned, left out: every vector of the kind), as the document says
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"anyOf": [
+        {"required": ["names"]},
+        {"required": ["by"], "properties": {"by": {"const": "tuned"}}}]})
     names: Optional[list[VectorName]] = Field(
         None, min_length=2, max_length=256, json_schema_extra={"uniqueItems": True},
         description="two or more; by tuned, left out: every vector of the kind")
     kind: Literal["persona", "trait"] = "persona"
     by: Literal["norm", "tuned"] = "norm"
-    write: bool = Field(False, description="by tuned: rescale the tuned vectors to one strength")
+    write: Optional[bool] = Field(
+        None, description="rewrite the vectors: by norm default true (false: the factors only), "
+                          "by tuned default false (true: rescale the tuned ones to one strength)")
 
 
 class TuneRequest(BaseModel):

@@ -19,9 +19,11 @@ def test_trait_through_server(server, tmp_path):
     assert vec.metadata["rollout_backend"] == "openai" and vec.metadata["model"] == server.model_id
     assert VectorStore(tmp_path / "vectors").load("trait", "gloomy").content_hash() == \
         vec.content_hash()
-    # The activations ran over exactly the tokens the server generated.
+    # The activations ran over exactly the tokens the server generated: one rollout file per
+    # prompt, the word's and its opposite's, and the assistant's (monitoring's spread reads them)
     files = list((tmp_path / "cache").glob("extraction/*/rollouts/*.json"))
-    assert len(files) == 10
+    prompts = [json.loads(vec.metadata[k]) for k in ("prompts", "opposite_prompts", "assistant_prompts")]
+    assert len(files) == sum(map(len, prompts)) == 16
     sample = json.loads(files[0].read_text())["samples"][0]
     r = httpx.post(server.base_url + "/v1/completions", timeout=120, json={
         "model": server.model_id, "prompt": sample["prompt_ids"], "max_tokens": 8,

@@ -49,7 +49,13 @@ def restore_server(server, steer_vectors):
 # `system` or `history`; such a body gets that documented 400 (the fuzzing phase honours it).
 # `safety` needs the assistant axis in the store, a rule on the server's state (like a persona
 # that must exist, which is a 404) that the document states in words; the session store has none.
-NOT_OURS = [("POST /api/chat", "positive_data_acceptance", "give `message` or `messages`")] + [
+NOT_OURS = [("POST /api/chat", "positive_data_acceptance", "give `message` or `messages`"),
+            # the same top-level anyOf says equalizing by norm needs `names`
+            ("POST /api/vectors/equalize", "positive_data_acceptance",
+             "equalizing by norm needs at least two names"),
+            # by tuned needs a tuned vector in the store (a rule on the server's state, in words
+            # in the document); the session store has none
+            ("POST /api/vectors/equalize", "positive_data_acceptance", "not_tuned")] + [
     (op, "positive_data_acceptance", "axis_missing")
     for op in ("POST /api/chat", "POST /v1/chat/completions", "POST /v1/completions")]
 

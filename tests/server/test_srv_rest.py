@@ -125,11 +125,17 @@ def test_equalize_rescales_on_the_server_and_generation_follows(http, server):
     try:
         for v in (small, large, ref, odd):
             assert http.put(f"/api/personas/{v.name}/vector", content=v.to_bytes()).status_code == 201
+        # write false: the factors a rewrite would apply, nothing written
+        r = http.post("/api/vectors/equalize", json={"names": ["eq-small", "eq-large"], "write": False})
+        assert r.status_code == 200 and r.json()["written"] is False, r.text
+        assert r.json()["factors"]["eq-small"]["1"] == pytest.approx(2.5, rel=1e-3)
+        assert [round(n, 3) for n in http.get("/api/personas/eq-small").json()["norms"]] == [2.0, 2.0]
         before = greedy(http, n=8, persona="eq-small")
         r = http.post("/api/vectors/equalize", json={"names": ["eq-small", "eq-large"]})
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["kind"] == "persona" and body["names"] == ["eq-small", "eq-large"]
+        assert body["written"] is True
         assert body["factors"]["eq-small"]["1"] == pytest.approx(2.5, rel=1e-3)
         assert body["factors"]["eq-large"]["2"] == pytest.approx(0.625, rel=1e-3)
         for name in ("eq-small", "eq-large"):
@@ -207,11 +213,10 @@ def test_equalize_by_tuned_strength_reports_rescales_and_refuses(http, server):
         assert http.get("/api/personas/tq-plain").json()["content_hash"] == hashes["tq-plain"]
         # at the common strength each pushes as it did at its own tuned strength
         assert {n: greedy(http, n=8, persona=n) for n in tuned} == before
-        # norm mode's own rules stay: two names, and write is for by "tuned"
-        for bad, needle in (({"names": ["tq-weak", "tq-strong"], "write": True}, "write is for by 'tuned'"),
-                            ({}, "equalizing by norm needs at least two names")):
-            r = http.post("/api/vectors/equalize", json=bad)
-            assert r.status_code == 400 and needle in r.json()["error"]["message"], r.text
+        # norm mode's own rule stays: it needs the names
+        r = http.post("/api/vectors/equalize", json={})
+        assert r.status_code == 400, r.text
+        assert "equalizing by norm needs at least two names" in r.json()["error"]["message"]
     finally:
         for name in names:
             http.delete(f"/api/personas/{name}")
